@@ -1,0 +1,1 @@
+"""Memory mechanisms, one per file; each registers itself with ``harness.registry.register_mechanism``."""

@@ -1,0 +1,95 @@
+"""Sliding-window causal attention with rotary positions and a bounded KV cache.
+
+Dimension letters: B batch, H heads, T new positions, W window, N query blocks, Q block size,
+L keys per block (Q + W - 1), E head dimension, D model.
+
+Window semantics: the query at absolute position i attends to the W keys at positions
+i - W + 1 .. i, its own included. With W >= the whole input it is exactly full attention.
+
+The state is a fixed-size cache of the last W - 1 rotated keys and values (zeros before they are
+filled) plus the number of tokens read, so ``state_bytes`` is the same at any context length:
+2 (k and v) x B x H x (W - 1) x E x bytes per element, per layer.
+
+Computation is blocked: queries are cut into blocks of Q = min(W, T) positions, and each block
+attends to the L = Q + W - 1 keys ending at its last query (an ``unfold`` view over
+[cache; new keys]), with a band mask. The cost is O(T x (Q + W)), linear in the length, not a
+masked T x T matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.registry import register_mechanism
+from harness.rotary import Rotary
+
+
+@dataclass
+class SlidingWindowConfig(MechanismConfig):
+    name: str = "sliding_window"
+    window: int = 32
+
+
+@register_mechanism("sliding_window")
+class SlidingWindow(Mechanism):
+    Config = SlidingWindowConfig
+
+    def __init__(self, d_model: int, n_heads: int, config: SlidingWindowConfig):
+        super().__init__(d_model, n_heads, config)
+        if config.window < 1:
+            raise ValueError(f"sliding_window: window must be at least 1, got {config.window}")
+        self.window = config.window
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.rotary = Rotary(self.head_dim)
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        cache = torch.zeros(batch_size, self.n_heads, self.window - 1, self.head_dim, device=device, dtype=dtype)
+        return {"k": cache, "v": cache, "pos": 0}
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        B, T, D = x.shape
+        W, pos = self.window, state["pos"]
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
+        q, k = self.rotary(q, pos), self.rotary(k, pos)
+        k = torch.cat((state["k"], k), dim=2)  # B, H, W-1+T, E
+        v = torch.cat((state["v"], v), dim=2)
+        y = banded_attention(q, k, v, W, valid_from=max(W - 1 - pos, 0))
+        y = y.transpose(1, 2).reshape(B, T, D)
+        new_state = {"k": k[:, :, k.shape[2] - (W - 1) :], "v": v[:, :, v.shape[2] - (W - 1) :], "pos": pos + T}
+        return self.out(y), new_state
+
+
+def banded_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, valid_from: int
+) -> torch.Tensor:
+    """Attention of queries q [B, H, T, E] over keys k, v [B, H, W-1+T, E] within a window.
+
+    Key index j is at the same position as query j - (W - 1); keys before ``valid_from`` are
+    unfilled cache slots and are masked out.
+    """
+    B, H, T, E = q.shape
+    W = window
+    Q = min(W, T)
+    N = -(-T // Q)
+    L = Q + W - 1
+    pad = N * Q - T
+    if pad:
+        q = F.pad(q, (0, 0, 0, pad))
+        k = F.pad(k, (0, 0, 0, pad))
+        v = F.pad(v, (0, 0, 0, pad))
+    q = q.view(B, H, N, Q, E)
+    k = k.unfold(2, L, Q).transpose(-1, -2)  # B, H, N, L, E
+    v = v.unfold(2, L, Q).transpose(-1, -2)  # B, H, N, L, E
+    query = torch.arange(Q, device=q.device).view(1, Q, 1)
+    key = torch.arange(L, device=q.device).view(1, 1, L)
+    block_start = torch.arange(N, device=q.device).view(N, 1, 1) * Q
+    # Query i of a block sits at key index i + W - 1; it sees keys i .. i + W - 1 of the block.
+    mask = (key >= query) & (key <= query + W - 1) & (block_start + key >= valid_from)  # N, Q, L
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # B, H, N, Q, E
+    return y.reshape(B, H, N * Q, E)[:, :, :T]

@@ -1,0 +1,45 @@
+"""Console scripts: ``memarena`` (one run, or a sweep with -m) and ``memarena-report``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from harness.config import CONF_DIR, register_configs
+from harness.report import write_report
+
+
+def _job(cfg: DictConfig) -> None:
+    from harness.run import ConfigError, run
+
+    try:
+        run(cfg)
+    except ConfigError as error:
+        print(f"memarena: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    register_configs()
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_job)()
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="memarena-report", description="Regenerate leaderboards from the store.")
+    parser.add_argument("experiments", nargs="*", help="experiment names (default: every one in the store)")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    args = parser.parse_args(argv)
+    experiments = args.experiments or sorted(
+        path.name for path in args.results_dir.glob("*") if path.is_dir() and not path.name.startswith(".")
+    )
+    if not experiments:
+        parser.error(f"no experiments in {args.results_dir}")
+    for experiment in experiments:
+        if not (args.results_dir / experiment).is_dir():
+            parser.error(f"no experiment {experiment!r} in {args.results_dir}")
+        print(write_report(args.results_dir, args.reports_dir, experiment))

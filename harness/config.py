@@ -1,0 +1,84 @@
+"""Typed configs of a run, stored in Hydra's ConfigStore; the YAML files under conf/ extend them.
+
+The primary config ``config_schema`` types every group: a misspelt key or a value of the wrong
+type in a YAML file or an override fails at composition, before any work, naming the key. The
+``mechanism`` and ``task`` groups are typed by each component's own ``Config`` dataclass, stored
+as ``schema/<group>/<name>`` by the registry and named in the component's YAML defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from harness.registry import MECHANISMS, TASKS
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass
+class ModelConfig:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    #: tokens read per forward call; the mechanism's state carries everything before them
+    segment_len: int = 64
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 16
+    #: each step draws its sequence length uniformly from [min_context_len, context_len]
+    context_len: int = 256
+    min_context_len: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 30
+    grad_clip: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    #: knob -> values; the evaluation grid is their Cartesian product
+    grid: dict[str, list[Any]] = field(default_factory=lambda: {"context_len": [256]})
+    examples_per_cell: int = 32
+    batch_size: int = 32
+    #: seed of the test examples, shared by all runs so that mechanisms meet the same examples
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    #: experiment name: runs are stored under <results_dir>/<name>/
+    name: str = "default"
+    mechanism: Any = MISSING
+    task: Any = MISSING
+    model: ModelConfig = MISSING
+    train: TrainConfig = MISSING
+    eval: EvalConfig = MISSING
+    seed: int = 0
+    #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"
+    device: str = "auto"
+    results_dir: str = "results"
+    reports_dir: str = "reports"
+    #: rerun and overwrite a run whose complete record is already stored
+    force: bool = False
+    progress: bool = True
+
+
+#: keys that do not change what a run computes; left out of its run_id
+NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "force", "progress")
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent); call before composing."""
+    MECHANISMS.discover()
+    TASKS.discover()
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=RunConfig)

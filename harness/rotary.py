@@ -1,0 +1,29 @@
+"""Rotary position embedding (Su et al. 2021) at absolute positions, for streaming attention.
+
+Dimension letters: B batch, H heads, T positions, E head dimension.
+Keys are rotated once, at the position where they were written, and cached rotated; a query at
+absolute position p then sees every cached key at its own absolute position, so scores depend
+only on the relative distance, however the input was split into segments.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Rotary(nn.Module):
+    def __init__(self, head_dim: int, base: float = 10_000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"rotary embedding needs an even head dimension, got {head_dim}")
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Rotate x [B, H, T, E] as if its positions were start .. start + T - 1."""
+        positions = torch.arange(start, start + x.shape[-2], device=x.device, dtype=torch.float32)
+        angles = torch.outer(positions, self.inv_freq)  # T, E/2
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        first, second = x.chunk(2, dim=-1)  # B, H, T, E/2 each
+        return torch.cat((first * cos - second * sin, first * sin + second * cos), dim=-1)

@@ -1,0 +1,167 @@
+"""One run: check the config, skip it if its record is stored, train, evaluate, store, report."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import subprocess
+import sys
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from harness.build import build_model, build_task
+from harness.config import NON_SEMANTIC_KEYS, RunConfig
+from harness.evaluate import evaluate, grid_cells
+from harness.model import StreamingLM
+from harness.report import write_report
+from harness.store import completed_status, run_id, write_run
+from harness.task import Task
+from harness.train import Diverged, train
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; raised before any work or any write."""
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    config_yaml: str
+    task: Task
+    model: StreamingLM
+    device: torch.device
+    run_id: str
+    run_dir: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"device={name!r} is not a device: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available; use device=cpu or device=auto")
+    return device
+
+
+def prepare(cfg: DictConfig) -> Plan:
+    """Check everything that can be checked without work, and build the task and model."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    config: RunConfig = OmegaConf.to_object(cfg)
+    try:
+        task = build_task(**container["task"])
+        for knobs in grid_cells(config.eval.grid):
+            task.validate_cell(knobs)
+        rng = np.random.default_rng(0)
+        for length in (config.train.min_context_len, config.train.context_len):
+            task.validate_cell(task.training_knobs(rng, length))
+        _check_sizes(config)
+        device = resolve_device(config.device)
+        torch.manual_seed(config.seed)
+        model = build_model(
+            vocab_size=task.vocab_size, d_model=config.model.d_model, n_layers=config.model.n_layers,
+            n_heads=config.model.n_heads, mlp_ratio=config.model.mlp_ratio, **container["mechanism"],
+        ).to(device)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ConfigError(str(error)) from None
+    semantic = {key: value for key, value in container.items() if key not in NON_SEMANTIC_KEYS}
+    identifier = run_id(semantic)
+    run_dir = Path(config.results_dir) / config.name / identifier
+    return Plan(config, OmegaConf.to_yaml(cfg, resolve=True), task, model, device, identifier, run_dir)
+
+
+def _check_sizes(config: RunConfig) -> None:
+    positive = {
+        "model.segment_len": config.model.segment_len, "train.steps": config.train.steps,
+        "train.batch_size": config.train.batch_size, "train.min_context_len": config.train.min_context_len,
+        "eval.examples_per_cell": config.eval.examples_per_cell, "eval.batch_size": config.eval.batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if config.train.min_context_len > config.train.context_len:
+        raise ConfigError(
+            f"train.min_context_len={config.train.min_context_len} exceeds train.context_len={config.train.context_len}"
+        )
+    if not config.eval.grid:
+        raise ConfigError("eval.grid is empty: give at least context_len")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one config end to end and return its record (or the stored one's status if skipped)."""
+    plan = prepare(cfg)
+    config, label = plan.config, f"{plan.config.mechanism.name} on {plan.config.task.name} seed={plan.config.seed}"
+    stored = completed_status(plan.run_dir)
+    if stored is not None and not config.force:
+        print(f"[memarena] {config.name}/{plan.run_id} ({label}): already done ({stored}); skipped, force=true reruns it")
+        return {"status": stored, "skipped": True, "run_id": plan.run_id}
+    record: dict[str, Any] = {
+        "run_id": plan.run_id, "experiment": config.name, "mechanism": config.mechanism.name,
+        "task": config.task.name, "seed": config.seed, "parameters": plan.model.num_parameters(),
+        "bounded_state": plan.model.bounded, "primary_metric": plan.task.primary_metric,
+        "provenance": provenance(plan.device),
+    }
+    outcomes_csv = None
+    try:
+        summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
+                        config.progress)
+        cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
+                                   config.progress)
+        record.update(status="ok", error=None, training=asdict(summary), cells=cells)
+        outcomes_csv = _outcomes_csv(outcomes)
+    except Diverged as error:
+        record.update(status="diverged", error=str(error), training=None, cells=[])
+    except Exception as error:  # one failing run is a result of the sweep, not the end of it
+        record.update(status="failed", error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
+                      training=None, cells=[])
+    write_run(plan.run_dir, plan.config_yaml, record, outcomes_csv)
+    write_report(Path(config.results_dir), Path(config.reports_dir), config.name)
+    print(f"[memarena] {config.name}/{plan.run_id} ({label}): {summary_line(record)}")
+    return record
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    if record["status"] != "ok":
+        return f"{record['status']}: {record['error'].splitlines()[0]}"
+    primary = [cell["value"] for cell in record["cells"] if cell["metric"] == record["primary_metric"]]
+    training = record["training"]
+    return (
+        f"ok, {record['primary_metric']} {np.mean(primary):.3f} (mean over {len(primary)} cells), "
+        f"final loss {training['final_loss']:.3f}, {training['tokens_per_s']:.0f} train tokens/s, "
+        f"{training['wall_time_s']:.0f}s training"
+    )
+
+
+def _outcomes_csv(outcomes: list[dict[str, Any]]) -> str:
+    return pd.DataFrame(outcomes).to_csv(index=False)
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain")) if _git("rev-parse", "HEAD") else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=REPO_DIR, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None

@@ -1,0 +1,101 @@
+"""The results store: one directory per run, written so that no reader sees half a record.
+
+Layout: ``<results_dir>/<experiment>/<run_id>/`` with ``config.yaml`` (the resolved config),
+``outcomes.csv`` (one row per test example and metric, for paired statistics) and
+``result.json`` (see ``SCHEMA_VERSION``). Every file is written to a temporary name in the same
+directory and renamed into place; ``result.json`` is written last, so a run whose
+``result.json`` is present and valid is complete, and a run killed midway leaves no record and
+is redone on the next invocation. Concurrent writers of the same run write the same content and
+the last rename wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.yaml"
+OUTCOMES_FILE = "outcomes.csv"
+#: statuses of a complete run; a "failed" run is retried when the same config runs again
+FINAL_STATUSES = ("ok", "oom", "diverged")
+
+
+def run_id(semantic_config: dict[str, Any]) -> str:
+    """A short stable hash of a run's semantic config."""
+    canonical = json.dumps(semantic_config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class CorruptRecord(ValueError):
+    pass
+
+
+def read_result(run_dir: Path) -> dict[str, Any]:
+    """The run's record; raises FileNotFoundError if absent, CorruptRecord if unreadable."""
+    path = run_dir / RESULT_FILE
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorruptRecord(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(record, dict) or record.get("schema_version") != SCHEMA_VERSION or "status" not in record:
+        raise CorruptRecord(f"{path}: not a memarena result (schema version {SCHEMA_VERSION})")
+    return record
+
+
+def completed_status(run_dir: Path) -> str | None:
+    """The status of a complete record in ``run_dir``, or None if the run must (re)run."""
+    try:
+        status = read_result(run_dir)["status"]
+    except FileNotFoundError:
+        return None
+    except CorruptRecord as error:
+        warnings.warn(f"{error}; the run will be redone", stacklevel=2)
+        return None
+    return status if status in FINAL_STATUSES else None
+
+
+def write_run(run_dir: Path, config_yaml: str, result: dict[str, Any], outcomes_csv: str | None) -> None:
+    """Store one run; ``result.json`` goes last and marks the record complete."""
+    write_atomic(run_dir / CONFIG_FILE, config_yaml)
+    if outcomes_csv is not None:
+        write_atomic(run_dir / OUTCOMES_FILE, outcomes_csv)
+    write_atomic(run_dir / RESULT_FILE, json.dumps({"schema_version": SCHEMA_VERSION, **result}, indent=1))
+
+
+def load_experiment(results_dir: Path, experiment: str) -> list[dict[str, Any]]:
+    """Every readable record of an experiment; unreadable or foreign ones are skipped with a warning."""
+    records = []
+    root = Path(results_dir) / experiment
+    if not root.is_dir():
+        return records
+    for run_dir in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
+        try:
+            records.append(read_result(run_dir))
+        except FileNotFoundError:
+            warnings.warn(f"{run_dir}: no {RESULT_FILE} (an unfinished run); skipped", stacklevel=2)
+        except CorruptRecord as error:
+            warnings.warn(f"{error}; skipped", stacklevel=2)
+    return records

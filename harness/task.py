@@ -1,0 +1,136 @@
+"""The contract every task keeps.
+
+A task turns a random generator and the values of its knobs (one cell of the evaluation grid,
+such as ``context_len`` and ``depth``) into an ``Example``: a token sequence plus, at the
+positions where the model must answer, the expected next token. Training and evaluation use the
+same format, and the model is scored by its argmax at the labelled positions (teacher forcing).
+For an exact-match metric this equals greedy decoding: both are correct exactly when every
+answer token is predicted correctly given the correct prefix.
+
+Examples are deterministic in (task config, seed, split, knobs, index): a generator is seeded
+from those values, with the split tag in the seed, so that training and test examples come from
+disjoint seed streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from harness.vocabulary import Vocabulary
+
+IGNORE = -100  # label of positions that are not scored (as in torch's cross_entropy)
+TRAIN, TEST = 0, 1  # split tags in the seed: training and test examples never share a seed
+
+
+@dataclass
+class TaskConfig:
+    """Options shared by all tasks; each task subclasses this with its own knobs."""
+
+    name: str = "???"
+
+
+@dataclass
+class Example:
+    tokens: np.ndarray  # [T] int64 input ids
+    labels: np.ndarray  # [T] int64: the token expected after position t, IGNORE where unscored
+    knobs: dict[str, Any] = field(default_factory=dict)
+    #: [T] targets of the training loss, when a task trains on more than it scores (None: labels)
+    targets: np.ndarray | None = None
+
+    @property
+    def training_targets(self) -> np.ndarray:
+        return self.labels if self.targets is None else self.targets
+
+    @property
+    def answer_positions(self) -> np.ndarray:
+        return np.flatnonzero(self.labels != IGNORE)
+
+
+class Task:
+    """Base class of a task (see the module docstring)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TaskConfig]] = TaskConfig
+    #: knobs that form the evaluation grid, with the types their values must have
+    cell_knobs: ClassVar[dict[str, type]] = {"context_len": int}
+    #: metric name -> higher is better; the first one is the task's headline metric
+    metrics: ClassVar[dict[str, bool]] = {}
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+        self.vocab = self.build_vocabulary()
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def primary_metric(self) -> str:
+        return next(iter(self.metrics))
+
+    def build_vocabulary(self) -> Vocabulary:
+        raise NotImplementedError
+
+    def generate(self, rng: np.random.Generator, **knobs: Any) -> Example:
+        """One example for the given cell knobs."""
+        raise NotImplementedError
+
+    def training_knobs(self, rng: np.random.Generator, context_len: int) -> dict[str, Any]:
+        """Knobs of a training example of ``context_len`` tokens (other knobs drawn at random)."""
+        return {"context_len": context_len}
+
+    def score(self, example: Example, predictions: np.ndarray) -> dict[str, float]:
+        """Per-example metric values; ``predictions`` holds the argmax token at every position."""
+        raise NotImplementedError
+
+    def chance(self, **knobs: Any) -> dict[str, float]:
+        """Expected metric values of a guesser that ignores the context."""
+        raise NotImplementedError
+
+    def oracle(self, example: Example) -> np.ndarray:
+        """A reference answerer that reads the tokens; scores 1.0 on every example."""
+        raise NotImplementedError
+
+    def validate_cell(self, knobs: dict[str, Any]) -> None:
+        """Raise ValueError naming the problem if ``knobs`` is not a valid cell of this task."""
+        unknown = sorted(set(knobs) - set(self.cell_knobs))
+        if unknown:
+            raise ValueError(f"task {self.name!r} has no grid knob(s) {unknown}; its knobs: {sorted(self.cell_knobs)}")
+        missing = sorted(set(self.cell_knobs) - set(knobs))
+        if missing:
+            raise ValueError(f"task {self.name!r} needs grid knob(s) {missing}")
+        for key, kind in self.cell_knobs.items():
+            value = knobs[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"task {self.name!r}: knob {key}={value!r} must be {kind.__name__}")
+
+    def test_examples(self, seed: int, knobs: dict[str, Any], count: int) -> list[Example]:
+        """``count`` test examples of one cell, reproducible from (config, seed, knobs, index)."""
+        self.validate_cell(knobs)
+        cell_key = int.from_bytes(hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).digest()[:8], "little")
+        return [self.generate(np.random.default_rng([seed, TEST, cell_key, index]), **knobs) for index in range(count)]
+
+    def training_examples(self, seed: int, step: int, count: int, context_len: int) -> list[Example]:
+        """The ``count`` training examples of one step, with the other knobs drawn at random."""
+        rng = np.random.default_rng([seed, TRAIN, step])
+        return [self.generate(rng, **self.training_knobs(rng, context_len)) for _ in range(count)]
+
+
+def stack(examples: list[Example], device: torch.device, training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens and labels [B, T] of examples that share one length (training targets if ``training``)."""
+    lengths = {len(example.tokens) for example in examples}
+    if len(lengths) != 1:
+        raise ValueError(f"examples in one batch must share a length, got lengths {sorted(lengths)}")
+    tokens = torch.from_numpy(np.stack([example.tokens for example in examples])).to(device)
+    labels = torch.from_numpy(
+        np.stack([example.training_targets if training else example.labels for example in examples])
+    ).to(device)
+    return tokens, labels

@@ -1,0 +1,70 @@
+"""Training: next-token cross-entropy on the labelled positions, reading inputs in segments."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from harness.config import TrainConfig
+from harness.model import StreamingLM
+from harness.task import IGNORE, Task, stack
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    final_loss: float  # mean over the last tenth of the steps
+    tokens: int
+    wall_time_s: float
+    tokens_per_s: float
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(
+    model: StreamingLM, task: Task, config: TrainConfig, segment_len: int, seed: int,
+    device: torch.device, progress: bool = True,
+) -> TrainSummary:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
+    lengths = np.random.default_rng([seed, 2]).integers(config.min_context_len, config.context_len + 1, config.steps)
+    losses, tokens = [], 0
+    start = time.perf_counter()
+    bar = tqdm(range(config.steps), desc=f"train {model.mechanism_name}", disable=not progress, leave=False)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, config)
+        examples = task.training_examples(seed, step, config.batch_size, int(lengths[step]))
+        inputs, labels = stack(examples, device, training=True)
+        logits, _ = model.stream(inputs, model.init_state(config.batch_size), segment_len)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        auxiliary = model.auxiliary_loss()
+        total = loss if auxiliary is None else loss + auxiliary
+        if not torch.isfinite(total):
+            raise Diverged(f"training loss became {total.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+        tokens += inputs.numel()
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    wall = time.perf_counter() - start
+    tail = losses[-max(1, len(losses) // 10) :]
+    return TrainSummary(config.steps, float(np.mean(tail)), tokens, wall, tokens / wall if wall else 0.0)

@@ -1,0 +1,1 @@
+"""Tasks, one per file; each registers itself with ``harness.registry.register_task``."""

@@ -1,0 +1,52 @@
+"""Shared fixtures: Hydra composition of the real config tree, and a tiny run configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from harness.config import CONF_DIR, register_configs
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: overrides that make a run take a second or two on a CPU
+TINY = [
+    "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.segment_len=16",
+    "train.steps=3", "train.batch_size=2", "train.context_len=48", "train.min_context_len=48",
+    "eval.grid={context_len:[48,64],depth:[0.0,1.0]}", "eval.examples_per_cell=4", "eval.batch_size=4",
+    "progress=false",
+]
+#: per-mechanism overrides that keep its memory small next to the tiny contexts
+TINY_MECHANISM = {"sliding_window": ["mechanism.window=8"]}
+
+
+def compose_config(overrides: list[str]):
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def tiny_overrides(tmp_path: Path, mechanism: str = "sliding_window") -> list[str]:
+    return [f"mechanism={mechanism}", *TINY, *TINY_MECHANISM.get(mechanism, []),
+            f"results_dir={tmp_path / 'results'}", f"reports_dir={tmp_path / 'reports'}"]
+
+
+def run_cli(*args: str, cwd: Path, script: str = "memarena") -> subprocess.CompletedProcess:
+    """Run a console script of this checkout as a subprocess, as a user would."""
+    module = {"memarena": "main", "memarena-report": "report_main"}[script]
+    code = f"import sys; from harness.cli import {module}; sys.argv[0] = {script!r}; {module}()"
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
+                          env=environment, timeout=300)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

@@ -1,0 +1,96 @@
+"""Every config in conf/ composes and builds; bad configs fail before any work, naming the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+import harness
+from conftest import compose_config, run_cli, tiny_overrides
+from harness.config import CONF_DIR
+from harness.run import ConfigError, prepare
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_every_registered_component_has_a_yaml_and_vice_versa():
+    assert options("mechanism") == harness.mechanisms()
+    assert options("task") == harness.tasks()
+
+
+@pytest.mark.parametrize("mechanism", options("mechanism"))
+@pytest.mark.parametrize("task", options("task"))
+def test_every_mechanism_and_task_composes_and_builds(mechanism, task, tmp_path):
+    plan = prepare(compose_config([f"mechanism={mechanism}", f"task={task}", f"results_dir={tmp_path}"]))
+    assert plan.model.mechanism_name == mechanism
+    assert plan.task.name == task
+    assert not any(tmp_path.iterdir()), "preparing a run wrote to the store"
+
+
+@pytest.mark.parametrize("group", ["model", "train", "eval", "experiment"])
+def test_every_option_of_the_other_groups_composes_and_builds(group, tmp_path):
+    for option in options(group):
+        prepare(compose_config([f"{group}={option}", f"results_dir={tmp_path}"]))
+
+
+def test_run_id_ignores_paths_and_flags_but_not_semantics(tmp_path):
+    base = prepare(compose_config([f"results_dir={tmp_path}/a"])).run_id
+    assert base == prepare(compose_config([f"results_dir={tmp_path}/b", "force=true", "progress=false"])).run_id
+    assert base != prepare(compose_config(["seed=1"])).run_id
+    assert base != prepare(compose_config(["train.steps=7"])).run_id
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.d_modle=3", "d_modle"),
+    ("model.d_model=wide", "d_model"),
+    ("train.lr=fast", "lr"),
+    ("mechanism.windw=3", "windw"),
+])
+def test_typos_and_wrong_types_name_the_key(override, key):
+    with pytest.raises((HydraException, OmegaConfBaseException), match=key):
+        compose_config(["mechanism=sliding_window", override])
+
+
+def test_appended_unknown_mechanism_option_fails_before_work(tmp_path):
+    with pytest.raises(ConfigError, match="windw"):
+        prepare(compose_config(["mechanism=sliding_window", "+mechanism.windw=3", f"results_dir={tmp_path}"]))
+
+
+def test_unknown_mechanism_lists_the_known_ones():
+    with pytest.raises(HydraException, match="(?s)Available options in 'mechanism'.*full_attention.*sliding_window"):
+        compose_config(["mechanism=nope"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.grid={context_len:[8],depth:[0.5]}", "shorter than"),
+    ("+eval.grid.colour=[1]", "no grid knob"),
+    ("train.min_context_len=500", "exceeds"),
+    ("model.segment_len=0", "segment_len"),
+    ("model.n_heads=3", "divisible"),
+    ("device=cuda:7", "device"),
+])
+def test_impossible_settings_fail_before_any_write(override, message, tmp_path):
+    if override.startswith("device") and __import__("torch").cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match=message):
+        prepare(compose_config([override, f"results_dir={tmp_path}"]))
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_rejects_a_bad_config_with_a_clear_message_and_writes_nothing(tmp_path):
+    result = run_cli(*tiny_overrides(tmp_path), "eval.grid={context_len:[8],depth:[0.5]}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "memarena: error: passkey: context_len=8 is shorter" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_unknown_mechanism_lists_the_known_ones(tmp_path):
+    result = run_cli("mechanism=nope", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'mechanism/nope'" in result.stderr and "sliding_window" in result.stderr
+    assert not (tmp_path / "results").exists()

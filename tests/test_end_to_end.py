@@ -1,0 +1,61 @@
+"""The CLI on a tiny config: a run lands in the store, reruns skip it, the report shows it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from conftest import run_cli, tiny_overrides
+from harness.store import CONFIG_FILE, OUTCOMES_FILE, RESULT_FILE
+
+
+def stored_runs(tmp_path):
+    return sorted((tmp_path / "results" / "quick").glob(f"*/{RESULT_FILE}"))
+
+
+def test_one_run_writes_a_record_and_a_report_then_skips_when_rerun(tmp_path):
+    first = run_cli(*tiny_overrides(tmp_path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "(sliding_window on passkey seed=0): ok" in first.stdout
+    [result_path] = stored_runs(tmp_path)
+    record = json.loads(result_path.read_text())
+    assert record["status"] == "ok" and record["mechanism"] == "sliding_window" and record["task"] == "passkey"
+    assert record["parameters"] > 0 and record["training"]["steps"] == 3
+    assert record["provenance"]["torch"] and "time" in record["provenance"]
+    cells = pd.DataFrame([{**cell["knobs"], **cell} for cell in record["cells"]])
+    assert sorted(set(zip(cells.context_len, cells.depth))) == [(48, 0.0), (48, 1.0), (64, 0.0), (64, 1.0)]
+    assert set(cells.metric) == {"exact_match", "digit_accuracy"}
+    assert (cells.n == 4).all() and ((cells.ci_low <= cells.value) & (cells.value <= cells.ci_high)).all()
+    assert (cells.state_bytes == 2 * 16 * 7 * 4).all()  # k and v, one layer, width 16, window - 1, fp32
+    outcomes = pd.read_csv(result_path.parent / OUTCOMES_FILE)
+    assert len(outcomes) == 4 * 4 * 2
+    assert "window: 8" in (result_path.parent / CONFIG_FILE).read_text()
+    report = (tmp_path / "reports" / "quick" / "leaderboard.md").read_text()
+    assert "## passkey" in report and "| sliding_window" in report and "exact_match @64" in report
+
+    again = run_cli(*tiny_overrides(tmp_path), cwd=tmp_path)
+    assert "already done (ok); skipped" in again.stdout
+    assert stored_runs(tmp_path) == [result_path]
+    assert json.loads(result_path.read_text())["provenance"]["time"] == record["provenance"]["time"]
+
+    forced = run_cli(*tiny_overrides(tmp_path), "force=true", cwd=tmp_path)
+    assert ": ok" in forced.stdout and stored_runs(tmp_path) == [result_path]
+
+
+def test_sweep_over_mechanisms_and_seeds_and_report_regeneration(tmp_path):
+    overrides = [o for o in tiny_overrides(tmp_path) if not o.startswith("mechanism")]
+    result = run_cli("-m", "mechanism=full_attention,sliding_window", "seed=0,1", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(path.read_text()) for path in stored_runs(tmp_path)]
+    assert sorted((r["mechanism"], r["seed"]) for r in records) == [
+        ("full_attention", 0), ("full_attention", 1), ("sliding_window", 0), ("sliding_window", 1)]
+    assert all(r["status"] == "ok" for r in records)
+
+    report = tmp_path / "reports" / "quick" / "leaderboard.md"
+    report.unlink()
+    regenerated = run_cli("--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports"),
+                          cwd=tmp_path, script="memarena-report")
+    assert regenerated.returncode == 0, regenerated.stderr
+    text = report.read_text()
+    assert "| full_attention" in text and "| sliding_window" in text and "from 4 stored run(s)" in text

@@ -1,0 +1,65 @@
+"""Sliding-window attention against a naive masked reference, and its relation to full attention."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import harness
+from baselines.sliding_window import banded_attention
+
+
+def naive_window_attention(q, k, v, window):
+    """softmax(q k^T) over keys i - window < j <= i, from a full T x T mask."""
+    T = q.shape[2]
+    i = torch.arange(T).view(T, 1)
+    j = torch.arange(T).view(1, T)
+    mask = (j <= i) & (j > i - window)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("window", [1, 2, 5, 16, 40])
+@pytest.mark.parametrize("length", [1, 7, 33])
+def test_banded_attention_matches_the_masked_definition(window, length):
+    q, k, v = (torch.randn(2, 3, length, 8, dtype=torch.float64) for _ in range(3))
+    empty_cache = torch.zeros(2, 3, window - 1, 8, dtype=torch.float64)
+    got = banded_attention(q, torch.cat((empty_cache, k), 2), torch.cat((empty_cache, v), 2), window, valid_from=window - 1)
+    torch.testing.assert_close(got, naive_window_attention(q, k, v, window))
+
+
+def test_window_covering_the_input_is_full_attention():
+    full = harness.build_model("full_attention", vocab_size=11, d_model=16, n_layers=2, n_heads=2).double()
+    window = harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=2, n_heads=2, window=30).double()
+    window.load_state_dict(full.state_dict())
+    tokens = torch.randint(0, 11, (2, 30))
+    expected, _ = full(tokens, full.init_state(2))
+    got, _ = window.stream(tokens, window.init_state(2), 7)
+    torch.testing.assert_close(got, expected)
+
+
+def test_window_shorter_than_the_input_differs_from_full_attention():
+    full = harness.build_model("full_attention", vocab_size=11, d_model=16, n_layers=1, n_heads=2).double()
+    window = harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2, window=4).double()
+    window.load_state_dict(full.state_dict())
+    tokens = torch.randint(0, 11, (1, 12))
+    expected, _ = full(tokens, full.init_state(1))
+    got, _ = window(tokens, window.init_state(1))
+    torch.testing.assert_close(got[:, :4], expected[:, :4])
+    assert (got[:, 4:] - expected[:, 4:]).abs().max() > 1e-6
+
+
+def test_token_outside_the_window_has_no_influence():
+    model = harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2, window=4).double()
+    tokens = torch.randint(0, 11, (1, 12))
+    changed = tokens.clone()
+    changed[0, 3] = (changed[0, 3] + 1) % 11
+    before, _ = model.stream(tokens, model.init_state(1), 5)
+    after, _ = model.stream(changed, model.init_state(1), 5)
+    torch.testing.assert_close(before[:, 7:], after[:, 7:])  # position 7 sees 4..7 only (one layer)
+    assert (before[:, 3:7] - after[:, 3:7]).abs().max() > 1e-6
+
+
+def test_invalid_window_is_rejected():
+    with pytest.raises(ValueError, match="window"):
+        harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2, window=0)

@@ -1,0 +1,74 @@
+"""The results store: atomic writes, skip-if-done, and corrupt records."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from harness import store
+
+
+def test_run_id_is_stable_and_order_independent():
+    assert store.run_id({"a": 1, "b": {"c": 2}}) == store.run_id({"b": {"c": 2}, "a": 1})
+    assert store.run_id({"a": 1}) != store.run_id({"a": 2})
+
+
+def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
+    path = tmp_path / "sub" / "file.txt"
+    store.write_atomic(path, "first")
+    store.write_atomic(path, "second")
+    assert path.read_text() == "second"
+    assert os.listdir(path.parent) == ["file.txt"]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "file.txt"
+    store.write_atomic(path, "old")
+
+    def broken_replace(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        store.write_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["file.txt"]
+
+
+def test_a_run_is_complete_only_once_its_result_is_written(tmp_path):
+    run_dir = tmp_path / "exp" / "abc"
+    assert store.completed_status(run_dir) is None
+    store.write_atomic(run_dir / store.CONFIG_FILE, "x: 1")  # a run killed after its first file
+    assert store.completed_status(run_dir) is None
+    store.write_run(run_dir, "x: 1", {"status": "ok", "cells": []}, "metric,value\n")
+    assert store.completed_status(run_dir) == "ok"
+    assert json.loads((run_dir / store.RESULT_FILE).read_text())["schema_version"] == store.SCHEMA_VERSION
+
+
+def test_failed_runs_are_retried(tmp_path):
+    store.write_run(tmp_path / "r", "x: 1", {"status": "failed", "error": "boom"}, None)
+    assert store.completed_status(tmp_path / "r") is None
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"status": "ok"}), json.dumps([1, 2]), "\xff"])
+def test_corrupt_or_foreign_records_are_redone_with_a_warning(tmp_path, content):
+    run_dir = tmp_path / "exp" / "bad"
+    run_dir.mkdir(parents=True)
+    (run_dir / store.RESULT_FILE).write_text(content)
+    with pytest.warns(UserWarning, match="bad"):
+        assert store.completed_status(run_dir) is None
+
+
+def test_loading_an_experiment_skips_corrupt_and_unfinished_runs_with_a_warning(tmp_path):
+    store.write_run(tmp_path / "exp" / "good", "x: 1", {"status": "ok", "cells": []}, None)
+    (tmp_path / "exp" / "corrupt").mkdir()
+    (tmp_path / "exp" / "corrupt" / store.RESULT_FILE).write_text("{")
+    (tmp_path / "exp" / "unfinished").mkdir()
+    with pytest.warns(UserWarning) as caught:
+        records = store.load_experiment(tmp_path, "exp")
+    assert [record["status"] for record in records] == ["ok"]
+    messages = " ".join(str(warning.message) for warning in caught)
+    assert "corrupt" in messages and "unfinished" in messages
+    assert store.load_experiment(tmp_path, "missing") == []

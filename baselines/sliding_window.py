@@ -1,14 +1,19 @@
 """Sliding-window causal attention with rotary positions and a bounded KV cache.
 
-Dimension letters: B batch, H heads, T new positions, W window, N query blocks, Q block size,
+Dimension letters: B batch, H heads, T new positions, W window, S sinks, N query blocks, Q block size,
 L keys per block (Q + W - 1), E head dimension, D model.
 
 Window semantics: the query at absolute position i attends to the W keys at positions
 i - W + 1 .. i, its own included. With W >= the whole input it is exactly full attention.
+Optional attention sinks (StreamingLLM, Xiao et al. 2023): the first S tokens stay visible to
+every later query as well (each key counted once), rotated at their original positions.
 
-The state is a fixed-size cache of the last W - 1 rotated keys and values (zeros before they are
-filled) plus the number of tokens read, so ``state_bytes`` is the same at any context length:
-2 (k and v) x B x H x (W - 1) x E x bytes per element, per layer.
+The state is a fixed-size cache of the last W - 1 rotated keys and values and of the S sinks
+(zeros before they are filled) plus the number of tokens read, so ``state_bytes`` is the same at
+any context length: 2 (k and v) x B x H x (W - 1 + S) x E x bytes per element, per layer. The
+cache is shifted functionally, one O(W) copy per segment, rather than written in place as a ring
+buffer: states stay immutable (callers may keep them, gradients flow through them), and the
+copy costs the same order as the attention it serves.
 
 Computation is blocked: queries are cut into blocks of Q = min(W, T) positions, and each block
 attends to the L = Q + W - 1 keys ending at its last query (an ``unfold`` view over
@@ -33,6 +38,8 @@ from harness.rotary import Rotary
 class SlidingWindowConfig(MechanismConfig):
     name: str = "sliding_window"
     window: int = 32
+    #: attention sinks: the first `sinks` tokens stay visible to every query
+    sinks: int = 0
 
 
 @register_mechanism("sliding_window")
@@ -41,8 +48,8 @@ class SlidingWindow(Mechanism):
 
     def __init__(self, d_model: int, n_heads: int, config: SlidingWindowConfig):
         super().__init__(d_model, n_heads, config)
-        if config.window < 1:
-            raise ValueError(f"sliding_window: window must be at least 1, got {config.window}")
+        if config.window < 1 or config.sinks < 0:
+            raise ValueError(f"sliding_window: need window >= 1 and sinks >= 0, got {config.window} and {config.sinks}")
         self.window = config.window
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -50,28 +57,43 @@ class SlidingWindow(Mechanism):
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         cache = torch.zeros(batch_size, self.n_heads, self.window - 1, self.head_dim, device=device, dtype=dtype)
-        return {"k": cache, "v": cache, "pos": 0}
+        sinks = torch.zeros(batch_size, self.n_heads, self.config.sinks, self.head_dim, device=device, dtype=dtype)
+        return {"k": cache, "v": cache, "sink_k": sinks, "sink_v": sinks, "pos": 0}
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         B, T, D = x.shape
         W, pos = self.window, state["pos"]
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
         q, k = self.rotary(q, pos), self.rotary(k, pos)
+        sink_k, sink_v = fill_sinks(state["sink_k"], k, pos), fill_sinks(state["sink_v"], v, pos)
         k = torch.cat((state["k"], k), dim=2)  # B, H, W-1+T, E
         v = torch.cat((state["v"], v), dim=2)
-        y = banded_attention(q, k, v, W, valid_from=max(W - 1 - pos, 0))
+        y = banded_attention(q, k, v, W, valid_from=max(W - 1 - pos, 0), sinks=(sink_k, sink_v, pos))
         y = y.transpose(1, 2).reshape(B, T, D)
-        new_state = {"k": k[:, :, k.shape[2] - (W - 1) :], "v": v[:, :, v.shape[2] - (W - 1) :], "pos": pos + T}
+        new_state = {"k": k[:, :, k.shape[2] - (W - 1) :], "v": v[:, :, v.shape[2] - (W - 1) :],
+                     "sink_k": sink_k, "sink_v": sink_v, "pos": pos + T}
         return self.out(y), new_state
 
 
+def fill_sinks(sinks: torch.Tensor, new: torch.Tensor, pos: int) -> torch.Tensor:
+    """The sink slots [B, H, S, E] with those of positions pos .. pos + T - 1 filled from ``new``."""
+    S = sinks.shape[2]
+    if pos >= S:
+        return sinks
+    count = min(new.shape[2], S - pos)
+    return torch.cat((sinks[:, :, :pos], new[:, :, :count], sinks[:, :, pos + count :]), dim=2)
+
+
 def banded_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, valid_from: int
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, valid_from: int,
+    sinks: tuple[torch.Tensor, torch.Tensor, int] | None = None,
 ) -> torch.Tensor:
     """Attention of queries q [B, H, T, E] over keys k, v [B, H, W-1+T, E] within a window.
 
     Key index j is at the same position as query j - (W - 1); keys before ``valid_from`` are
-    unfilled cache slots and are masked out.
+    unfilled cache slots and are masked out. ``sinks`` = (keys, values [B, H, S, E], absolute
+    position of the first query): sink j is also seen by queries at positions >= j + W, where
+    the window no longer covers it.
     """
     B, H, T, E = q.shape
     W = window
@@ -91,5 +113,12 @@ def banded_attention(
     block_start = torch.arange(N, device=q.device).view(N, 1, 1) * Q
     # Query i of a block sits at key index i + W - 1; it sees keys i .. i + W - 1 of the block.
     mask = (key >= query) & (key <= query + W - 1) & (block_start + key >= valid_from)  # N, Q, L
+    if sinks is not None and sinks[0].shape[2]:
+        sink_k, sink_v, start = sinks
+        S = sink_k.shape[2]
+        k = torch.cat((sink_k.unsqueeze(2).expand(B, H, N, S, E), k), dim=3)  # B, H, N, S+L, E
+        v = torch.cat((sink_v.unsqueeze(2).expand(B, H, N, S, E), v), dim=3)
+        sink = torch.arange(S, device=q.device).view(1, 1, S)
+        mask = torch.cat((sink <= start + block_start + query - W, mask), dim=-1)  # N, Q, S+L
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # B, H, N, Q, E
     return y.reshape(B, H, N * Q, E)[:, :, :T]

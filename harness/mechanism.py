@@ -38,6 +38,10 @@ class Mechanism(nn.Module):
     Config: ClassVar[type[MechanismConfig]] = MechanismConfig
     #: True when the state stays the same size however long the context is.
     bounded: ClassVar[bool] = True
+    #: options under which reading an input in segments must equal one pass over it (empty: any
+    #: options, as for attention with a cache or a recurrent cell; a segment memory needs its
+    #: memory to cover the whole input)
+    exact_streaming_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, d_model: int, n_heads: int, config: MechanismConfig):
         super().__init__()

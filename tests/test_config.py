@@ -94,3 +94,13 @@ def test_cli_unknown_mechanism_lists_the_known_ones(tmp_path):
     assert result.returncode != 0
     assert "Could not find 'mechanism/nope'" in result.stderr and "sliding_window" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_default_mechanisms_are_parameter_matched_to_full_attention(tmp_path):
+    """The Long Range Arena rule: within 10% of the reference's parameters at the default size."""
+    def parameters(mechanism: str) -> int:
+        return prepare(compose_config([f"mechanism={mechanism}", f"results_dir={tmp_path}"])).model.num_parameters()
+
+    reference = parameters("full_attention")
+    for mechanism in options("mechanism"):
+        assert abs(parameters(mechanism) - reference) <= 0.1 * reference, mechanism

@@ -63,3 +63,41 @@ def test_token_outside_the_window_has_no_influence():
 def test_invalid_window_is_rejected():
     with pytest.raises(ValueError, match="window"):
         harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2, window=0)
+
+
+def naive_sink_attention(q, k, v, window, sinks):
+    """The window plus the first ``sinks`` positions, each key once, from a full T x T mask."""
+    T = q.shape[2]
+    i = torch.arange(T).view(T, 1)
+    j = torch.arange(T).view(1, T)
+    mask = (j <= i) & ((j > i - window) | (j < sinks))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("window, sinks", [(1, 1), (3, 2), (4, 6), (8, 30)])
+def test_attention_sinks_match_the_masked_definition(window, sinks):
+    model = harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2,
+                                window=window, sinks=sinks).double()
+    layer = model.blocks[0].mixer
+    x = torch.randn(2, 19, 16, dtype=torch.float64)
+    q, k, v = layer.qkv(x).view(2, 19, 3, 2, 8).permute(2, 0, 3, 1, 4)
+    q, k = layer.rotary(q, 0), layer.rotary(k, 0)
+    expected = layer.out(naive_sink_attention(q, k, v, window, sinks).transpose(1, 2).reshape(2, 19, 16))
+    for segment_len in (1, 4, 19):
+        state, outputs = layer.init_state(2, torch.device("cpu"), torch.float64), []
+        for start in range(0, 19, segment_len):
+            y, state = layer(x[:, start : start + segment_len], state)
+            outputs.append(y)
+        torch.testing.assert_close(torch.cat(outputs, dim=1), expected)
+    assert model.state_bytes([state]) == 2 * 2 * 2 * (window - 1 + sinks) * 8 * 8
+
+
+def test_sinks_keep_the_first_tokens_visible():
+    model = harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2,
+                                window=4, sinks=1).double()
+    tokens = torch.randint(0, 11, (1, 12))
+    changed = tokens.clone()
+    changed[0, 0] = (changed[0, 0] + 1) % 11
+    before, _ = model.stream(tokens, model.init_state(1), 5)
+    after, _ = model.stream(changed, model.init_state(1), 5)
+    assert (before[:, -1] - after[:, -1]).abs().max() > 1e-6

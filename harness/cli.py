@@ -7,20 +7,26 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config import CONF_DIR, register_configs
 from harness.report import write_report
+from harness.sweep import write_job_status
 
 
 def _job(cfg: DictConfig) -> None:
     from harness.run import ConfigError, run
 
     try:
-        run(cfg)
+        record = run(cfg)
     except ConfigError as error:
         print(f"memarena: error: {error}", file=sys.stderr)
         sys.exit(2)
+    write_job_status({key: record.get(key) for key in ("run_id", "status", "skipped")})
+    if HydraConfig.get().mode == RunMode.RUN and record["status"] == "failed":
+        sys.exit(1)
 
 
 def main() -> None:

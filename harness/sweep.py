@@ -1,0 +1,48 @@
+"""The end of a sweep: one summary of every job's outcome, and an exit code that counts failures.
+
+Each job writes ``memarena_status.json`` into its own Hydra output directory (the worker's, with
+any launcher: local, joblib or a cluster through submitit, as long as the sweep directory is on a
+shared file system). When the sweep ends, ``SweepSummary`` reads them back on the submitting
+machine, prints one line, and exits with status 1 if any run failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from harness.store import write_atomic
+
+STATUS_FILE = "memarena_status.json"
+
+
+def write_job_status(outcome: dict[str, Any]) -> None:
+    """Record this job's outcome in its Hydra output directory."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    write_atomic(output_dir / STATUS_FILE, json.dumps(outcome))
+
+
+def summarize(sweep_dir: Path) -> Counter:
+    counts: Counter = Counter()
+    for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}")):
+        outcome = json.loads(path.read_text())
+        counts["skipped" if outcome.get("skipped") else outcome["status"]] += 1
+    return counts
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        counts = summarize(Path(config.hydra.sweep.dir))
+        total = sum(counts.values())
+        parts = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+        print(f"[memarena] sweep finished: {total} run(s): {parts or 'none'}")
+        if counts["failed"]:
+            print(f"[memarena] {counts['failed']} run(s) failed; their records hold the tracebacks", file=sys.stderr)
+            sys.exit(1)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.attention.bias import causal_lower_right
 
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
@@ -48,18 +47,21 @@ class FullAttention(Mechanism):
         q, k = self.rotary(q, cached), self.rotary(k, cached)
         k = torch.cat((state["k"], k), dim=2)  # B, H, C+T, E
         v = torch.cat((state["v"], v), dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bottom_right_causal_mask(T, cached + T))
+        if cached == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bottom_right_causal_mask(T, cached + T, x.device))
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.out(y), {"k": k, "v": v}
 
 
-def bottom_right_causal_mask(queries: int, keys: int):
-    """Causal mask for the last ``queries`` of ``keys`` positions (None: no masking needed).
+def bottom_right_causal_mask(queries: int, keys: int, device: torch.device) -> torch.Tensor | None:
+    """Causal mask [queries, keys] for the last ``queries`` of ``keys`` positions (None: all visible).
 
     SDPA's ``is_causal=True`` aligns the mask top-left, which is wrong once a cache makes keys
-    outnumber queries; ``causal_lower_right`` aligns it bottom-right, so query i sees keys up to
+    outnumber queries; this mask is aligned bottom-right: query i sees keys up to
     ``keys - queries + i``.
     """
     if queries == 1:
         return None
-    return causal_lower_right(queries, keys)
+    return torch.ones(queries, keys, dtype=torch.bool, device=device).tril(diagonal=keys - queries)

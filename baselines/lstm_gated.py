@@ -85,7 +85,10 @@ class LSTMGated(Mechanism):
 
     def _run(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
         if self.config.implementation == "fused":
-            y, (h, c) = self.cell(x, (h.unsqueeze(0), c.unsqueeze(0)))  # state: 1, B, N
+            # The cell runs in the state's precision even under autocast: the recurrence
+            # accumulates over the whole context (and oneDNN has no bf16 LSTM on some CPUs).
+            with torch.autocast(x.device.type, enabled=False):
+                y, (h, c) = self.cell(x.to(h.dtype), (h.unsqueeze(0), c.unsqueeze(0)))  # state: 1, B, N
             return y, (h.squeeze(0), c.squeeze(0))
         cell = self.cell
         inputs = x @ cell.weight_ih_l0.T + cell.bias_ih_l0 + cell.bias_hh_l0  # B, T, 4N

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -51,6 +51,9 @@ class EvalConfig:
     batch_size: int = 32
     #: seed of the test examples, shared by all runs so that mechanisms meet the same examples
     seed: int = 0
+    #: a cell whose measured peak memory for one example exceeds this is recorded as out of
+    #: memory (enforced on CPU and GPU alike); null: only the device's own limit
+    max_memory_gb: Optional[float] = None
 
 
 @dataclass
@@ -65,6 +68,8 @@ class RunConfig:
     seed: int = 0
     #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"
     device: str = "auto"
+    #: "fp32", or "bf16" (autocast: matrix multiplies in bfloat16, weights and state in fp32)
+    precision: str = "fp32"
     results_dir: str = "results"
     reports_dir: str = "reports"
     #: rerun and overwrite a run whose complete record is already stored

@@ -2,10 +2,14 @@
 
 Returns one row per (cell, metric) with its interval and cost figures, and one row per
 (example, metric) so that reports can run paired tests between mechanisms on the same examples.
+A cell that runs out of memory (the device's, or the ``eval.max_memory_gb`` budget checked
+against the measured peak of one example) is recorded with status ``oom`` and no value, and the
+other cells go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from typing import Any
@@ -15,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from harness.config import EvalConfig
+from harness.measure import is_out_of_memory, measure_example, synchronize
 from harness.model import StreamingLM
 from harness.stats import mean_interval
 from harness.task import Task, stack
@@ -26,43 +31,63 @@ def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def evaluate(
     model: StreamingLM, task: Task, config: EvalConfig, segment_len: int, device: torch.device,
-    progress: bool = True,
+    progress: bool = True, autocast: torch.autocast | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     model.eval()
+    budget = int(config.max_memory_gb * 2**30) if config.max_memory_gb is not None else None
     cells, outcomes = [], []
     for knobs in tqdm(grid_cells(config.grid), desc=f"eval {model.mechanism_name}", disable=not progress, leave=False):
         examples = task.test_examples(config.seed, knobs, config.examples_per_cell)
-        scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
-        elapsed, tokens, per_sequence_state = 0.0, 0, 0
-        for first in range(0, len(examples), config.batch_size):
-            batch = examples[first : first + config.batch_size]
-            inputs, _ = stack(batch, device)
-            synchronize(device)
-            start = time.perf_counter()
-            logits, state = model.stream(inputs, model.init_state(len(batch)), segment_len)
-            predictions = logits.argmax(dim=-1).cpu().numpy()
-            elapsed += time.perf_counter() - start
-            tokens += inputs.numel()
-            per_sequence_state = model.state_bytes(state) // len(batch)
-            for offset, (example, predicted) in enumerate(zip(batch, predictions)):
-                for metric, value in task.score(example, predicted).items():
-                    scores[metric].append(value)
-                    outcomes.append({**knobs, "example": first + offset, "metric": metric, "value": value})
         chance = task.chance(**knobs)
+        try:
+            with autocast or contextlib.nullcontext():
+                costs = measure_example(model, examples[0], segment_len, device, budget)
+                scores, cell_outcomes, throughput = _score_cell(model, task, examples, knobs, config, segment_len, device)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            for metric, higher_is_better in task.metrics.items():
+                cells.append({"knobs": knobs, "metric": metric, "higher_is_better": higher_is_better, "status": "oom",
+                              "error": str(error).splitlines()[0], "n": 0, "value": None, "chance": chance[metric]})
+            continue
+        outcomes += cell_outcomes
         for metric, higher_is_better in task.metrics.items():
             value, low, high = mean_interval(np.array(scores[metric]))
             cells.append({
-                "knobs": knobs, "metric": metric, "higher_is_better": higher_is_better,
+                "knobs": knobs, "metric": metric, "higher_is_better": higher_is_better, "status": "ok",
                 "n": len(scores[metric]), "value": value, "ci_low": low, "ci_high": high,
-                "chance": chance[metric], "state_bytes": per_sequence_state,
-                "tokens_per_s": tokens / elapsed if elapsed else None,
+                "chance": chance[metric], **throughput, **costs,
             })
     return cells, outcomes
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(dim=-1)
+
+
+def _score_cell(model, task, examples, knobs, config, segment_len, device):
+    """Every example of a cell, in batches: scores per metric, outcome rows, state and throughput."""
+    scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
+    outcomes = []
+    elapsed, tokens, per_sequence_state = 0.0, 0, 0
+    for first in range(0, len(examples), config.batch_size):
+        batch = examples[first : first + config.batch_size]
+        inputs, _ = stack(batch, device)
+        synchronize(device)
+        start = time.perf_counter()
+        predictions, state = model.stream(inputs, model.init_state(len(batch)), segment_len, argmax)
+        predictions = predictions.cpu().numpy()
+        elapsed += time.perf_counter() - start
+        tokens += inputs.numel()
+        per_sequence_state = model.state_bytes(state) // len(batch)
+        for offset, (example, predicted) in enumerate(zip(batch, predictions)):
+            for metric, value in task.score(example, predicted).items():
+                scores[metric].append(value)
+                outcomes.append({**knobs, "example": first + offset, "metric": metric, "value": value})
+    throughput = {"state_bytes": per_sequence_state, "tokens_per_s": tokens / elapsed if elapsed else None}
+    return scores, outcomes, throughput

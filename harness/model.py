@@ -11,7 +11,7 @@ absolute position embedding that would cap the context length.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -90,16 +90,22 @@ class StreamingLM(nn.Module):
         return self.head(self.norm(x)), new_state
 
     def stream(
-        self, tokens: torch.Tensor, state: ModelState, segment_len: int
+        self, tokens: torch.Tensor, state: ModelState, segment_len: int,
+        per_segment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, ModelState]:
-        """Read a long input in segments of ``segment_len``, carrying the state between them."""
+        """Read a long input in segments of ``segment_len``, carrying the state between them.
+
+        Returns the logits [B, T, V] of every position, or, with ``per_segment``, that function
+        of each segment's logits concatenated along positions (``lambda l: l.argmax(-1)`` keeps
+        predictions only, so that nothing of size V x T is held).
+        """
         if segment_len < 1:
             raise ValueError(f"segment_len must be positive, got {segment_len}")
-        logits = []
+        outputs = []
         for start in range(0, tokens.shape[1], segment_len):
             segment_logits, state = self(tokens[:, start : start + segment_len], state)
-            logits.append(segment_logits)
-        return torch.cat(logits, dim=1), state
+            outputs.append(segment_logits if per_segment is None else per_segment(segment_logits))
+        return torch.cat(outputs, dim=1), state
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """Sum of the mechanisms' own training losses from the last forward passes, if any."""

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.build import build_model, build_task
 from harness.config import NON_SEMANTIC_KEYS, RunConfig
 from harness.evaluate import evaluate, grid_cells
+from harness.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.model import StreamingLM
 from harness.report import write_report
 from harness.store import completed_status, run_id, write_run
@@ -26,6 +27,14 @@ from harness.task import Task
 from harness.train import Diverged, train
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=PRECISIONS[precision] or torch.float32,
+                          enabled=PRECISIONS[precision] is not None)
 
 
 class ConfigError(ValueError):
@@ -67,6 +76,8 @@ def prepare(cfg: DictConfig) -> Plan:
         for length in (config.train.min_context_len, config.train.context_len):
             task.validate_cell(task.training_knobs(rng, length))
         _check_sizes(config)
+        if config.precision not in PRECISIONS:
+            raise ConfigError(f"precision={config.precision!r}; choose one of {list(PRECISIONS)}")
         device = resolve_device(config.device)
         torch.manual_seed(config.seed)
         model = build_model(
@@ -111,13 +122,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "task": config.task.name, "seed": config.seed, "parameters": plan.model.num_parameters(),
         "bounded_state": plan.model.bounded, "primary_metric": plan.task.primary_metric,
         "provenance": provenance(plan.device),
+        "measurement": {"peak_memory": MEMORY_METHOD[plan.device.type], "flops": FLOP_METHOD,
+                        "precision": config.precision},
     }
     outcomes_csv = None
     try:
+        precision = autocast(plan.device, config.precision)
         summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
-                        config.progress)
+                        config.progress, precision)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
-                                   config.progress)
+                                   config.progress, precision)
         record.update(status="ok", error=None, training=asdict(summary), cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:
@@ -134,10 +148,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def summary_line(record: dict[str, Any]) -> str:
     if record["status"] != "ok":
         return f"{record['status']}: {record['error'].splitlines()[0]}"
-    primary = [cell["value"] for cell in record["cells"] if cell["metric"] == record["primary_metric"]]
+    primary = [cell["value"] for cell in record["cells"]
+               if cell["metric"] == record["primary_metric"] and cell["status"] == "ok"]
+    out_of_memory = sum(cell["status"] == "oom" for cell in record["cells"] if cell["metric"] == record["primary_metric"])
     training = record["training"]
     return (
-        f"ok, {record['primary_metric']} {np.mean(primary):.3f} (mean over {len(primary)} cells), "
+        f"ok, {record['primary_metric']} {np.mean(primary) if primary else float('nan'):.3f} "
+        f"(mean over {len(primary)} cells{f', {out_of_memory} out of memory' if out_of_memory else ''}), "
         f"final loss {training['final_loss']:.3f}, {training['tokens_per_s']:.0f} train tokens/s, "
         f"{training['wall_time_s']:.0f}s training"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 def train(
     model: StreamingLM, task: Task, config: TrainConfig, segment_len: int, seed: int,
-    device: torch.device, progress: bool = True,
+    device: torch.device, progress: bool = True, autocast: torch.autocast | None = None,
 ) -> TrainSummary:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
@@ -52,8 +53,9 @@ def train(
             group["lr"] = learning_rate(step, config)
         examples = task.training_examples(seed, step, config.batch_size, int(lengths[step]))
         inputs, labels = stack(examples, device, training=True)
-        logits, _ = model.stream(inputs, model.init_state(config.batch_size), segment_len)
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        with autocast or contextlib.nullcontext():
+            logits, _ = model.stream(inputs, model.init_state(config.batch_size), segment_len)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         auxiliary = model.auxiliary_loss()
         total = loss if auxiliary is None else loss + auxiliary
         if not torch.isfinite(total):

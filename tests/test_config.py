@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 import harness
 from conftest import compose_config, run_cli, tiny_overrides
-from harness.config import CONF_DIR
+from harness.config import CONF_DIR, register_configs
 from harness.run import ConfigError, prepare
 
 
@@ -36,6 +37,14 @@ def test_every_mechanism_and_task_composes_and_builds(mechanism, task, tmp_path)
 def test_every_option_of_the_other_groups_composes_and_builds(group, tmp_path):
     for option in options(group):
         prepare(compose_config([f"{group}={option}", f"results_dir={tmp_path}"]))
+
+
+@pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local_parallel", "JoblibLauncher")])
+def test_launcher_presets_compose(launcher, target):
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        config = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert config.hydra.launcher._target_.endswith(target)
 
 
 def test_run_id_ignores_paths_and_flags_but_not_semantics(tmp_path):
@@ -73,6 +82,7 @@ def test_unknown_mechanism_lists_the_known_ones():
     ("model.segment_len=0", "segment_len"),
     ("model.n_heads=3", "divisible"),
     ("device=cuda:7", "device"),
+    ("precision=fp8", "precision"),
 ])
 def test_impossible_settings_fail_before_any_write(override, message, tmp_path):
     if override.startswith("device") and __import__("torch").cuda.is_available():

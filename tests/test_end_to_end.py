@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
+import torch
+
+import harness
 
 from conftest import run_cli, tiny_overrides
 from harness.store import CONFIG_FILE, OUTCOMES_FILE, RESULT_FILE
@@ -59,3 +63,29 @@ def test_sweep_over_mechanisms_and_seeds_and_report_regeneration(tmp_path):
     assert regenerated.returncode == 0, regenerated.stderr
     text = report.read_text()
     assert "| full_attention" in text and "| sliding_window" in text and "from 4 stored run(s)" in text
+
+
+MECHANISMS = harness.mechanisms()
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_bf16_autocast_run_on_cpu(tmp_path, mechanism):
+    from conftest import compose_config
+    from harness.run import run
+
+    record = run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cpu"]))
+    assert record["status"] == "ok", record.get("error")
+    assert record["measurement"]["precision"] == "bf16"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_gpu_run_in_bf16(tmp_path, mechanism):
+    from conftest import compose_config
+    from harness.run import run
+
+    record = run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cuda"]))
+    assert record["status"] == "ok", record.get("error")
+    assert record["measurement"]["peak_memory"].startswith("CUDA")
+    assert all(cell["peak_memory_bytes"] > 0 for cell in record["cells"])
+    assert record["provenance"]["device"] == torch.cuda.get_device_name()

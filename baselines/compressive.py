@@ -67,6 +67,15 @@ class Compressive(TransformerXL):
             self.conv = nn.Conv1d(d_model, d_model, kernel_size=config.rate, stride=config.rate, groups=groups)
         self._reconstruction_losses: list[torch.Tensor] = []
 
+    @classmethod
+    def options_for_state_budget(cls, budget_bytes, d_model, n_layers, element_bytes):
+        """Two thirds of the slots uncompressed, one third compressed (the default's 32:16), rate 2."""
+        rate = CompressiveConfig.rate
+        slots = budget_bytes // (n_layers * d_model * element_bytes) - (rate - 1)
+        if slots < 3:
+            raise ValueError(f"compressive: {budget_bytes} bytes hold fewer than 3 memory slots")
+        return {"mem_len": slots - slots // 3, "cmem_len": slots // 3, "rate": rate}
+
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         empty = torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype)
         return {"cmem": empty, "mem": empty, "pos": 0}

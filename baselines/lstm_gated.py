@@ -66,6 +66,16 @@ class LSTMGated(Mechanism):
         with torch.no_grad():  # start by remembering: forget-gate bias 1 (Jozefowicz et al. 2015)
             self.cell.bias_ih_l0[self.hidden_size : 2 * self.hidden_size].fill_(1.0)
 
+    @classmethod
+    def options_for_state_budget(cls, budget_bytes, d_model, n_layers, element_bytes):
+        """The cell width is the memory; wider than 4 x d_model the cell has over 20 times an
+        attention layer's parameters, and a comparison at that budget would be about parameters."""
+        width = budget_bytes // (2 * n_layers * element_bytes)
+        if not 1 <= width <= 4 * d_model:
+            raise ValueError(f"lstm_gated: {budget_bytes} bytes need hidden_size={width}, "
+                             f"outside 1..{4 * d_model} (4 x d_model)")
+        return {"hidden_size": width}
+
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         zeros = torch.zeros(batch_size, self.hidden_size, device=device, dtype=dtype)
         return {"h": zeros, "c": zeros, "pos": 0}

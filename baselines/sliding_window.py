@@ -55,6 +55,13 @@ class SlidingWindow(Mechanism):
         self.out = nn.Linear(d_model, d_model, bias=False)
         self.rotary = Rotary(self.head_dim)
 
+    @classmethod
+    def options_for_state_budget(cls, budget_bytes, d_model, n_layers, element_bytes):
+        slots = budget_bytes // (2 * n_layers * d_model * element_bytes)  # window - 1 + sinks
+        if slots < 1:
+            raise ValueError(f"sliding_window: {budget_bytes} bytes hold no cached token")
+        return {"window": slots + 1, "sinks": 0}
+
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         cache = torch.zeros(batch_size, self.n_heads, self.window - 1, self.head_dim, device=device, dtype=dtype)
         sinks = torch.zeros(batch_size, self.n_heads, self.config.sinks, self.head_dim, device=device, dtype=dtype)

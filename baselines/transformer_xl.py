@@ -63,6 +63,13 @@ class TransformerXL(Mechanism):
             self.u = nn.Parameter(torch.zeros(n_heads, 1, self.head_dim))
             self.v = nn.Parameter(torch.zeros(n_heads, 1, self.head_dim))
 
+    @classmethod
+    def options_for_state_budget(cls, budget_bytes, d_model, n_layers, element_bytes):
+        slots = budget_bytes // (n_layers * d_model * element_bytes)
+        if slots < 1:
+            raise ValueError(f"{cls.name}: {budget_bytes} bytes hold no memory slot")
+        return {"mem_len": slots}
+
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         return {"mem": torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype), "pos": 0}
 

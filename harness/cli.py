@@ -19,13 +19,16 @@ from harness.sweep import write_job_status
 def _job(cfg: DictConfig) -> None:
     from harness.run import ConfigError, run
 
+    single_run = HydraConfig.get().mode == RunMode.RUN
     try:
         record = run(cfg)
     except ConfigError as error:
         print(f"memarena: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    write_job_status({key: record.get(key) for key in ("run_id", "status", "skipped")})
-    if HydraConfig.get().mode == RunMode.RUN and record["status"] == "failed":
+        if single_run:
+            sys.exit(2)
+        record = {"status": "rejected", "error": str(error)}  # nothing stored; the sweep goes on
+    write_job_status({key: record.get(key) for key in ("run_id", "status", "skipped", "error")})
+    if single_run and record["status"] == "failed":
         sys.exit(1)
 
 

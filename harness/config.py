@@ -66,10 +66,15 @@ class RunConfig:
     train: TrainConfig = MISSING
     eval: EvalConfig = MISSING
     seed: int = 0
+    #: set the mechanism's memory knob so that its state per sequence (all layers, fp32) fits
+    #: this many bytes; null keeps the mechanism's own options
+    state_budget_bytes: Optional[int] = None
     #: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"
     device: str = "auto"
     #: "fp32", or "bf16" (autocast: matrix multiplies in bfloat16, weights and state in fp32)
     precision: str = "fp32"
+    #: compile each block with torch.compile (dynamic shapes); pays off on a GPU
+    compile: bool = False
     results_dir: str = "results"
     reports_dir: str = "reports"
     #: rerun and overwrite a run whose complete record is already stored

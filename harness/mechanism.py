@@ -52,6 +52,14 @@ class Mechanism(nn.Module):
         self.head_dim = d_model // n_heads
         self.config = config
 
+    @classmethod
+    def options_for_state_budget(cls, budget_bytes: int, d_model: int, n_layers: int, element_bytes: int) -> dict[str, Any]:
+        """Options whose state, per sequence over all layers, is as large as fits in ``budget_bytes``.
+
+        Raises ValueError when no setting of this mechanism's memory knob fits the budget.
+        """
+        raise ValueError(f"{cls.name} has no knob that bounds its state to a budget")
+
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         raise NotImplementedError
 

@@ -21,6 +21,7 @@ from harness.config import NON_SEMANTIC_KEYS, RunConfig
 from harness.evaluate import evaluate, grid_cells
 from harness.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.model import StreamingLM
+from harness.registry import MECHANISMS
 from harness.report import write_report
 from harness.store import completed_status, run_id, write_run
 from harness.task import Task
@@ -79,17 +80,24 @@ def prepare(cfg: DictConfig) -> Plan:
         if config.precision not in PRECISIONS:
             raise ConfigError(f"precision={config.precision!r}; choose one of {list(PRECISIONS)}")
         device = resolve_device(config.device)
+        if config.state_budget_bytes is not None:
+            mechanism = MECHANISMS.get(config.mechanism.name)
+            container["mechanism"].update(mechanism.options_for_state_budget(
+                config.state_budget_bytes, config.model.d_model, config.model.n_layers, element_bytes=4))
         torch.manual_seed(config.seed)
         model = build_model(
             vocab_size=task.vocab_size, d_model=config.model.d_model, n_layers=config.model.n_layers,
             n_heads=config.model.n_heads, mlp_ratio=config.model.mlp_ratio, **container["mechanism"],
         ).to(device)
+        if config.compile:
+            for block in model.blocks:
+                block.compile(dynamic=True)
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(str(error)) from None
     semantic = {key: value for key, value in container.items() if key not in NON_SEMANTIC_KEYS}
     identifier = run_id(semantic)
     run_dir = Path(config.results_dir) / config.name / identifier
-    return Plan(config, OmegaConf.to_yaml(cfg, resolve=True), task, model, device, identifier, run_dir)
+    return Plan(config, OmegaConf.to_yaml(OmegaConf.create(container)), task, model, device, identifier, run_dir)
 
 
 def _check_sizes(config: RunConfig) -> None:

@@ -3,7 +3,7 @@
 Each job writes ``memarena_status.json`` into its own Hydra output directory (the worker's, with
 any launcher: local, joblib or a cluster through submitit, as long as the sweep directory is on a
 shared file system). When the sweep ends, ``SweepSummary`` reads them back on the submitting
-machine, prints one line, and exits with status 1 if any run failed.
+machine, prints one line, and exits with status 1 if any run failed or any config was rejected.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class SweepSummary(Callback):
         total = sum(counts.values())
         parts = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
         print(f"[memarena] sweep finished: {total} run(s): {parts or 'none'}")
-        if counts["failed"]:
-            print(f"[memarena] {counts['failed']} run(s) failed; their records hold the tracebacks", file=sys.stderr)
+        if counts["failed"] or counts["rejected"]:
+            print(f"[memarena] {counts['failed']} run(s) failed (their records hold the tracebacks), "
+                  f"{counts['rejected']} config(s) rejected before any work (errors above)", file=sys.stderr)
             sys.exit(1)

@@ -84,8 +84,18 @@ def test_gpu_run_in_bf16(tmp_path, mechanism):
     from conftest import compose_config
     from harness.run import run
 
-    record = run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cuda"]))
+    record = run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cuda",
+                                 f"compile={mechanism in ('full_attention', 'sliding_window')}"]))
     assert record["status"] == "ok", record.get("error")
     assert record["measurement"]["peak_memory"].startswith("CUDA")
     assert all(cell["peak_memory_bytes"] > 0 for cell in record["cells"])
     assert record["provenance"]["device"] == torch.cuda.get_device_name()
+
+
+def test_compile_option_compiles_every_block(tmp_path):
+    from conftest import compose_config
+    from harness.run import prepare
+
+    plan = prepare(compose_config([*tiny_overrides(tmp_path), "compile=true"]))
+    assert all(block._compiled_call_impl is not None for block in plan.model.blocks)
+    assert prepare(compose_config(tiny_overrides(tmp_path))).model.blocks[0]._compiled_call_impl is None

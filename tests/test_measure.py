@@ -149,3 +149,32 @@ def test_the_memory_budget_is_enforced_on_cpu(task):
     config = EvalConfig(grid={"context_len": [48], "depth": [0.5]}, examples_per_cell=2, max_memory_gb=1e-9)
     cells, outcomes = evaluate(model, task, config, 16, CPU, progress=False)
     assert {c["status"] for c in cells} == {"oom"} and not outcomes
+
+
+#: bytes of one step of each mechanism's memory knob at D=16, L=2, fp32 (compressive: 3 slots,
+#: two uncompressed and one compressed, from its 2:1 split)
+KNOB_STEP = {"sliding_window": 2 * L * D * 4, "lstm_gated": 2 * L * 4, "transformer_xl": L * D * 4,
+             "compressive": 3 * L * D * 4}
+
+
+@pytest.mark.parametrize("budget", [1000, 4096, 20000])
+@pytest.mark.parametrize("name", sorted(KNOB_STEP))
+def test_state_budget_options_fill_the_budget(name, budget):
+    from harness.registry import MECHANISMS
+
+    try:
+        options = MECHANISMS.get(name).options_for_state_budget(budget, D, L, element_bytes=4)
+    except ValueError as error:  # the cell width is capped at 4 x d_model = 64, i.e. 1 KiB here
+        assert name == "lstm_gated" and budget > 2 * L * 4 * D * 4 and "hidden_size" in str(error)
+        return
+    model = harness.build_model(name, vocab_size=11, d_model=D, n_layers=L, n_heads=H, **options)
+    with torch.no_grad():
+        _, state = model.stream(torch.randint(0, 11, (1, 3000)), model.init_state(1), 100)
+    assert budget - KNOB_STEP[name] < model.state_bytes(state) <= budget
+
+
+def test_unbounded_mechanisms_have_no_budget_knob():
+    from harness.registry import MECHANISMS
+
+    with pytest.raises(ValueError, match="no knob"):
+        MECHANISMS.get("full_attention").options_for_state_budget(4096, D, L, element_bytes=4)

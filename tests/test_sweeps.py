@@ -93,3 +93,15 @@ def test_a_killed_sweep_resumes_without_redoing_or_duplicating_runs(tmp_path):
     for run_id, record in before.items():
         assert after[run_id]["provenance"]["time"] == record["provenance"]["time"], "a completed run was redone"
     assert result.stdout.count("already done (ok); skipped") == len(before)
+
+
+def test_state_budget_sweep_sets_each_knob_and_rejects_what_cannot_fit(tmp_path):
+    overrides = [o for o in sweep_overrides(tmp_path) if not o.startswith("mechanism")]
+    result = run_cli("-m", "mechanism=lstm_gated,transformer_xl", "state_budget_bytes=65536", *overrides, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "sweep finished: 2 run(s): 1 ok, 1 rejected" in result.stdout
+    assert "lstm_gated: 65536 bytes need hidden_size=" in result.stderr
+    [(run_id, record)] = records(tmp_path).items()
+    assert record["mechanism"] == "transformer_xl"
+    assert "mem_len: 1024" in (tmp_path / "results" / "quick" / run_id / "config.yaml").read_text()  # 65536 / (16 x 4)
+    assert {cell["state_bytes"] for cell in record["cells"]} == {48 * 16 * 4, 64 * 16 * 4}  # memory not yet full

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from harness.config import CONF_DIR, register_configs
-from harness.report import write_report
+from harness.report import DEFAULT_THRESHOLD, write_report
 from harness.sweep import write_job_status
 
 
@@ -42,6 +42,9 @@ def report_main(argv: list[str] | None = None) -> None:
     parser.add_argument("experiments", nargs="*", help="experiment names (default: every one in the store)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help="effective context length: the longest length up to which the headline "
+                             f"metric stays at or above this (default {DEFAULT_THRESHOLD}, as RULER)")
     args = parser.parse_args(argv)
     experiments = args.experiments or sorted(
         path.name for path in args.results_dir.glob("*") if path.is_dir() and not path.name.startswith(".")
@@ -51,4 +54,4 @@ def report_main(argv: list[str] | None = None) -> None:
     for experiment in experiments:
         if not (args.results_dir / experiment).is_dir():
             parser.error(f"no experiment {experiment!r} in {args.results_dir}")
-        print(write_report(args.results_dir, args.reports_dir, experiment))
+        print(write_report(args.results_dir, args.reports_dir, experiment, args.threshold))

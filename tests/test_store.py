@@ -21,6 +21,9 @@ def test_write_atomic_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
     store.write_atomic(path, "second")
     assert path.read_text() == "second"
     assert os.listdir(path.parent) == ["file.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any other file, not 0600
 
 
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):

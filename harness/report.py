@@ -186,7 +186,8 @@ class Leaderboard:
         rows = [{"run": r["run_id"], "mechanism": r["mechanism"], "task": r["task"], "seed": r["seed"],
                  "status": r["status"], "commit": (r["provenance"].get("git_commit") or "")[:10],
                  "dirty": r["provenance"].get("git_dirty"), "device": r["provenance"].get("device"),
-                 "torch": r["provenance"].get("torch"), "time": r["provenance"].get("time")}
+                 "torch": r["provenance"].get("torch"), "python": r["provenance"].get("python"),
+                 "time": r["provenance"].get("time")}
                 for r in self.records]
         return pd.DataFrame(rows)
 

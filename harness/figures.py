@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
-from harness.report import Leaderboard, generated_line
+from harness.report import Leaderboard, cell_pivot, generated_line
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -141,10 +141,7 @@ def _pareto(scores: pd.Series, costs: pd.Series, cost_title: str, metric: str, c
 
 
 def _heatmap(table: pd.DataFrame, mechanism: str, metric: str) -> go.Figure:
-    values = table.pivot_table(index="depth", columns="context_len", values="value", aggfunc="mean", dropna=False)
-    oom = (table.assign(oom=table["status"] == "oom")
-           .pivot_table(index="depth", columns="context_len", values="oom", aggfunc="any", dropna=False)
-           .reindex_like(values).fillna(False).astype(bool))
+    values, oom = cell_pivot(table, "depth")
     text = values.round(2).astype(object).where(~oom, "OOM").astype(str)
     figure = go.Figure(go.Heatmap(z=values.to_numpy(), x=[str(c) for c in values.columns],
                                   y=[str(d) for d in values.index], text=text.to_numpy(), texttemplate="%{text}",

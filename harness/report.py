@@ -14,6 +14,7 @@ length with an OOM cell is never averaged from the cells that fit.
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import warnings
 from pathlib import Path
@@ -70,7 +71,10 @@ def outcomes_frame(results_dir: Path, experiment: str, records: list[dict[str, A
 
 
 class Leaderboard:
-    """The tables of one experiment's report, computed once and rendered as markdown, CSV and HTML."""
+    """The tables of one experiment's report, computed once and rendered as markdown, CSV and HTML.
+
+    The per-task tables are cached: treat what they return as read-only.
+    """
 
     def __init__(self, records: list[dict[str, Any]], outcomes: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD):
         self.records = records
@@ -84,6 +88,7 @@ class Leaderboard:
         """The cells of the task's headline metric."""
         return self.cells[(self.cells["task"] == task) & self.cells["primary"]]
 
+    @functools.cache
     def by_length(self, task: str) -> pd.DataFrame:
         """Per (mechanism, context_len): mean, interval, and whether any cell ran out of memory."""
         table = self.primary(task)
@@ -118,6 +123,7 @@ class Leaderboard:
             effective[mechanism] = int(kept[-1]) if len(kept) else 0
         return pd.Series(effective, name="effective length")
 
+    @functools.cache
     def summary(self, task: str) -> pd.DataFrame:
         table = self.primary(task)
         lengths = self.by_length(task)
@@ -143,19 +149,17 @@ class Leaderboard:
         ranking = scores.mean(axis=1).sort_values(ascending=not higher_is_better).index
         return shown.join(costs).loc[ranking]
 
+    @functools.cache
     def detail(self, task: str) -> pd.DataFrame | None:
         """Mean per cell over seeds, knobs other than context_len as rows (None if there are none)."""
         table = self.primary(task)
         other = [knob for knob in self.knobs if knob != "context_len" and table[knob].notna().any()]
         if not other:
             return None
-        index = ["mechanism", *other]
-        values = table.pivot_table(index=index, columns="context_len", values="value", aggfunc="mean", dropna=False)
-        out_of_memory = (table.assign(oom=table["status"] == "oom")
-                         .pivot_table(index=index, columns="context_len", values="oom", aggfunc="any", dropna=False)
-                         .reindex_like(values).fillna(False).astype(bool))
+        values, out_of_memory = cell_pivot(table, ["mechanism", *other])
         return values.round(3).astype(object).where(~out_of_memory, "OOM")
 
+    @functools.cache
     def head_to_head(self, task: str) -> pd.DataFrame:
         """Paired tests on the same examples between every two mechanisms, Holm-corrected."""
         table = self.primary(task)
@@ -197,6 +201,15 @@ class Leaderboard:
                              for r in self.records if r["status"] != "ok"])
 
 
+def cell_pivot(table: pd.DataFrame, index) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean value per (index, context_len) over seeds, and where any of those cells ran out of memory."""
+    values = table.pivot_table(index=index, columns="context_len", values="value", aggfunc="mean", dropna=False)
+    out_of_memory = (table.assign(oom=table["status"] == "oom")
+                     .pivot_table(index=index, columns="context_len", values="oom", aggfunc="any", dropna=False)
+                     .reindex_like(values).fillna(False).astype(bool))
+    return values, out_of_memory
+
+
 def _interval_text(row) -> str:
     if row.oom:
         return "OOM"
@@ -216,7 +229,7 @@ def leaderboard_markdown(board: Leaderboard, experiment: str) -> str:
                   board.summary(task).to_markdown(), ""]
         detail = board.detail(task)
         if detail is not None:
-            detail.columns = [f"@{length}" for length in detail.columns]
+            detail = detail.rename(columns=lambda length: f"@{length}")
             lines += [f"{metric} by cell (mean over seeds):", "", detail.to_markdown(), ""]
         tests = board.head_to_head(task)
         if not tests.empty:

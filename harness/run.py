@@ -173,11 +173,12 @@ def _outcomes_csv(outcomes: list[dict[str, Any]]) -> str:
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
+    commit = _git("rev-parse", "HEAD")
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
+        "git_commit": commit,
         # the store and the reports may live in the checkout; writing them changes no code
         "git_dirty": bool(_git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)reports"))
-        if _git("rev-parse", "HEAD") else None,
+        if commit else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

@@ -39,7 +39,7 @@ def evaluate(
     model.eval()
     budget = int(config.max_memory_gb * 2**30) if config.max_memory_gb is not None else None
     cells, outcomes = [], []
-    for knobs in tqdm(grid_cells(config.grid), desc=f"eval {model.mechanism_name}", disable=not progress, leave=False):
+    for knobs in tqdm(grid_cells(task.evaluation_grid(config.grid)), desc=f"eval {model.mechanism_name}", disable=not progress, leave=False):
         examples = task.test_examples(config.seed, knobs, config.examples_per_cell)
         chance = task.chance(**knobs)
         try:
@@ -66,10 +66,6 @@ def evaluate(
     return cells, outcomes
 
 
-def argmax(logits: torch.Tensor) -> torch.Tensor:
-    return logits.argmax(dim=-1)
-
-
 def _score_cell(model, task, examples, knobs, config, segment_len, device):
     """Every example of a cell, in batches: scores per metric, outcome rows, state and throughput."""
     scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
@@ -80,7 +76,7 @@ def _score_cell(model, task, examples, knobs, config, segment_len, device):
         inputs, _ = stack(batch, device)
         synchronize(device)
         start = time.perf_counter()
-        predictions, state = model.stream(inputs, model.init_state(len(batch)), segment_len, argmax)
+        predictions, state = model.predict(inputs, segment_len, task.generated_tokens)
         predictions = predictions.cpu().numpy()
         elapsed += time.perf_counter() - start
         tokens += inputs.numel()
@@ -88,6 +84,6 @@ def _score_cell(model, task, examples, knobs, config, segment_len, device):
         for offset, (example, predicted) in enumerate(zip(batch, predictions)):
             for metric, value in task.score(example, predicted).items():
                 scores[metric].append(value)
-                outcomes.append({**knobs, "example": first + offset, "metric": metric, "value": value})
+                outcomes.append({**knobs, "example": first + offset, **example.info, "metric": metric, "value": value})
     throughput = {"state_bytes": per_sequence_state, "tokens_per_s": tokens / elapsed if elapsed else None}
     return scores, outcomes, throughput

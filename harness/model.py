@@ -107,6 +107,21 @@ class StreamingLM(nn.Module):
             outputs.append(segment_logits if per_segment is None else per_segment(segment_logits))
         return torch.cat(outputs, dim=1), state
 
+    def predict(self, tokens: torch.Tensor, segment_len: int, generated: int = 0) -> tuple[torch.Tensor, ModelState]:
+        """Argmax predictions [B, T] from a fresh state: ``predictions[:, t]`` is the guess for token t+1.
+
+        The last ``generated`` positions are decoded greedily: the model reads its own guesses
+        there instead of ``tokens`` (whose values at those positions are ignored).
+        """
+        prompt = tokens.shape[1] - generated
+        predictions, state = self.stream(tokens[:, :prompt], self.init_state(len(tokens)), segment_len,
+                                         lambda logits: logits.argmax(dim=-1))
+        outputs = [predictions]
+        for _ in range(generated):
+            logits, state = self(outputs[-1][:, -1:], state)
+            outputs.append(logits.argmax(dim=-1))
+        return torch.cat(outputs, dim=1), state
+
     def auxiliary_loss(self) -> torch.Tensor | None:
         """Sum of the mechanisms' own training losses from the last forward passes, if any."""
         losses = [loss for block in self.blocks if (loss := block.mixer.pop_auxiliary_loss()) is not None]

@@ -210,6 +210,11 @@ def cell_pivot(table: pd.DataFrame, index) -> tuple[pd.DataFrame, pd.DataFrame]:
     return values, out_of_memory
 
 
+def _chance_text(chance: pd.Series) -> str:
+    low, high = chance.min(), chance.max()
+    return f"{low:.3g}" if low == high else f"{low:.3g} to {high:.3g} by cell"
+
+
 def _interval_text(row) -> str:
     if row.oom:
         return "OOM"
@@ -222,8 +227,8 @@ def leaderboard_markdown(board: Leaderboard, experiment: str) -> str:
         table = board.primary(task)
         metric = table["metric"].iloc[0]
         lines += [f"## {task}", "",
-                  f"{metric} per context length, mean and 95% interval over depths and seeds (chance "
-                  f"{table['chance'].iloc[0]:.3g}; OOM: out of memory). Effective length: the longest context "
+                  f"{metric} per context length, mean and 95% interval over the other grid knobs and seeds "
+                  f"(chance {_chance_text(table['chance'])}; OOM: out of memory). Effective length: the longest context "
                   f"up to which {metric} stays >= {board.threshold}. Costs are per sequence, measured on one "
                   "example; decode latency is the median per answer token.", "",
                   board.summary(task).to_markdown(), ""]

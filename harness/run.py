@@ -71,7 +71,7 @@ def prepare(cfg: DictConfig) -> Plan:
     config: RunConfig = OmegaConf.to_object(cfg)
     try:
         task = build_task(**container["task"])
-        for knobs in grid_cells(config.eval.grid):
+        for knobs in grid_cells(task.evaluation_grid(config.eval.grid)):
             task.validate_cell(knobs)
         rng = np.random.default_rng(0)
         for length in (config.train.min_context_len, config.train.context_len):

@@ -33,6 +33,9 @@ class TaskConfig:
     """Options shared by all tasks; each task subclasses this with its own knobs."""
 
     name: str = "???"
+    #: values of the task's own grid knobs (all but context_len) for the evaluation grid;
+    #: ``eval.grid`` overrides any of them
+    grid: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Example:
     knobs: dict[str, Any] = field(default_factory=dict)
     #: [T] targets of the training loss, when a task trains on more than it scores (None: labels)
     targets: np.ndarray | None = None
+    #: facts about this example recorded with its outcome (say, its length before truncation)
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def training_targets(self) -> np.ndarray:
@@ -61,6 +66,10 @@ class Task:
     cell_knobs: ClassVar[dict[str, type]] = {"context_len": int}
     #: metric name -> higher is better; the first one is the task's headline metric
     metrics: ClassVar[dict[str, bool]] = {}
+    #: tokens at the end of every example that the model generates greedily when evaluated,
+    #: feeding back its own predictions; 0: scored by teacher forcing (the argmax at each
+    #: labelled position given the true prefix, which equals greedy decoding for exact match)
+    generated_tokens: int = 0
 
     def __init__(self, config: TaskConfig):
         self.config = config
@@ -97,6 +106,10 @@ class Task:
         """A reference answerer that reads the tokens; scores 1.0 on every example."""
         raise NotImplementedError
 
+    def evaluation_grid(self, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """``grid`` (eval.grid) completed with the task's own values for the knobs it leaves out."""
+        return {**grid, **{key: values for key, values in self.config.grid.items() if key not in grid}}
+
     def validate_cell(self, knobs: dict[str, Any]) -> None:
         """Raise ValueError naming the problem if ``knobs`` is not a valid cell of this task."""
         unknown = sorted(set(knobs) - set(self.cell_knobs))
@@ -122,6 +135,13 @@ class Task:
         """The ``count`` training examples of one step, with the other knobs drawn at random."""
         rng = np.random.default_rng([seed, TRAIN, step])
         return [self.generate(rng, **self.training_knobs(rng, context_len)) for _ in range(count)]
+
+
+def answer_labels(length: int, answer: np.ndarray) -> np.ndarray:
+    """Labels of an example whose last ``len(answer)`` tokens are its answer (predicted one step early)."""
+    labels = np.full(length, IGNORE, dtype=np.int64)
+    labels[length - len(answer) - 1 : -1] = answer
+    return labels
 
 
 def stack(examples: list[Example], device: torch.device, training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

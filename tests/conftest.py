@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = [
     "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.segment_len=16",
     "train.steps=3", "train.batch_size=2", "train.context_len=48", "train.min_context_len=48",
-    "eval.grid={context_len:[48,64],depth:[0.0,1.0]}", "eval.examples_per_cell=4", "eval.batch_size=4",
+    "eval.grid.context_len=[48,64]", "task.grid.depth=[0.0,1.0]", "eval.examples_per_cell=4", "eval.batch_size=4",
     "progress=false",
 ]
 #: per-mechanism overrides that keep its memory small next to the tiny contexts

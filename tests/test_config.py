@@ -76,7 +76,7 @@ def test_unknown_mechanism_lists_the_known_ones():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("eval.grid={context_len:[8],depth:[0.5]}", "shorter than"),
+    ("eval.grid.context_len=[8]", "shorter than"),
     ("+eval.grid.colour=[1]", "no grid knob"),
     ("train.min_context_len=500", "exceeds"),
     ("model.segment_len=0", "segment_len"),
@@ -93,7 +93,7 @@ def test_impossible_settings_fail_before_any_write(override, message, tmp_path):
 
 
 def test_cli_rejects_a_bad_config_with_a_clear_message_and_writes_nothing(tmp_path):
-    result = run_cli(*tiny_overrides(tmp_path), "eval.grid={context_len:[8],depth:[0.5]}", cwd=tmp_path)
+    result = run_cli(*tiny_overrides(tmp_path), "eval.grid.context_len=[8]", cwd=tmp_path)
     assert result.returncode != 0
     assert "memarena: error: passkey: context_len=8 is shorter" in result.stderr
     assert not (tmp_path / "results").exists()

@@ -1,0 +1,94 @@
+"""Haystacks for retrieval tasks, and a pool of made-up words for keys, names and noise.
+
+Three kinds of haystack (RULER's noise, BABILong's background text):
+
+- ``repeat``: one filler paragraph repeated ("the grass is green . the sky is blue . ..."),
+  the easiest: a model can learn to ignore it.
+- ``words``: tokens drawn uniformly from ``noise_words`` made-up words; nothing to learn in it.
+- ``text``: consecutive words of a natural-text corpus (``corpus_path``, a UTF-8 text file split
+  on whitespace and lower-cased), starting at a random offset and wrapping around.
+
+Made-up words are two consonant-vowel syllables ("bako", "dimu", ...) in one fixed shuffled order:
+tasks take their keys and names from the front of the pool and noise comes from its back, so the
+two never share a word.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from harness.vocabulary import Vocabulary
+
+FILLER = "the grass is green . the sky is blue . the sun is yellow . here we go . there and back again ."
+HAYSTACK_KINDS = ("repeat", "words", "text")
+
+
+@functools.cache
+def word_pool() -> tuple[str, ...]:
+    """Every made-up word (4,900 of them) in a fixed shuffled order."""
+    syllables = [c + v for c, v in itertools.product("bdfgklmnprstvz", "aeiou")]
+    words = [a + b for a, b in itertools.product(syllables, syllables)]
+    order = np.random.default_rng(20231).permutation(len(words))
+    return tuple(words[i] for i in order)
+
+
+def made_up_words(count: int, skip: int = 0) -> list[str]:
+    """``count`` made-up words from the front of the pool, after the first ``skip``."""
+    pool = word_pool()
+    if skip + count > len(pool) // 2:
+        raise ValueError(f"only {len(pool) // 2} made-up words are reserved for keys and names, asked for {skip + count}")
+    return list(pool[skip : skip + count])
+
+
+class Haystack:
+    """Background tokens of one kind; ``words`` lists what it adds to a task's vocabulary."""
+
+    def __init__(self, kind: str, noise_words: int = 256, corpus_path: str | None = None):
+        if kind not in HAYSTACK_KINDS:
+            raise ValueError(f"haystack={kind!r}; choose one of {list(HAYSTACK_KINDS)}")
+        if kind == "text" and not corpus_path:
+            raise ValueError("haystack='text' needs corpus_path, a UTF-8 text file")
+        if kind == "words" and not 1 <= noise_words <= len(word_pool()) // 2:
+            raise ValueError(f"noise_words must be in [1, {len(word_pool()) // 2}], got {noise_words}")
+        self.kind = kind
+        if kind == "repeat":
+            self.text = FILLER.split()
+            self.words = list(self.text)
+        elif kind == "words":
+            self.words = list(word_pool()[-noise_words:])
+        else:
+            path = Path(corpus_path)
+            if not path.is_file():
+                raise ValueError(f"corpus_path={corpus_path!r} is not a file")
+            self.text = path.read_text(encoding="utf-8").lower().split()
+            if not self.text:
+                raise ValueError(f"corpus_path={corpus_path!r} holds no words")
+            self.words = sorted(set(self.text))
+        self._ids: np.ndarray | None = None
+
+    def bind(self, vocab: Vocabulary) -> None:
+        """Encode the haystack's words with the task's vocabulary (which must contain them)."""
+        self._ids = vocab.encode(" ".join(self.text if self.kind != "words" else self.words))
+
+    def sample(self, rng: np.random.Generator, length: int) -> np.ndarray:
+        """``length`` background tokens."""
+        if self._ids is None:
+            raise RuntimeError("Haystack.bind(vocab) must be called before sample()")
+        if self.kind == "words":
+            return rng.choice(self._ids, length)
+        start = 0 if self.kind == "repeat" else int(rng.integers(len(self._ids)))
+        return self._ids[(start + np.arange(length)) % len(self._ids)]
+
+
+def insert(haystack: np.ndarray, pieces: list[np.ndarray], positions: list[int]) -> np.ndarray:
+    """Insert ``pieces`` into ``haystack`` before the given haystack offsets (non-decreasing)."""
+    parts, last = [], 0
+    for piece, position in zip(pieces, positions):
+        parts += [haystack[last:position], piece]
+        last = position
+    parts.append(haystack[last:])
+    return np.concatenate(parts)

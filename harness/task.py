@@ -110,6 +110,13 @@ class Task:
         """``grid`` (eval.grid) completed with the task's own values for the knobs it leaves out."""
         return {**grid, **{key: values for key, values in self.config.grid.items() if key not in grid}}
 
+    def min_context_len(self, knobs: dict[str, Any]) -> int:
+        """The fewest tokens an example of the cell ``knobs`` (context_len aside) can have."""
+        return 1
+
+    def check_knobs(self, knobs: dict[str, Any]) -> None:
+        """Raise ValueError naming the knob whose value is out of range (types are checked already)."""
+
     def validate_cell(self, knobs: dict[str, Any]) -> None:
         """Raise ValueError naming the problem if ``knobs`` is not a valid cell of this task."""
         unknown = sorted(set(knobs) - set(self.cell_knobs))
@@ -124,6 +131,11 @@ class Task:
                 continue
             if not isinstance(value, kind) or isinstance(value, bool):
                 raise ValueError(f"task {self.name!r}: knob {key}={value!r} must be {kind.__name__}")
+        self.check_knobs(knobs)
+        least = self.min_context_len(knobs)
+        if knobs["context_len"] < least:
+            raise ValueError(f"{self.name}: context_len={knobs['context_len']} is shorter than {least} tokens, "
+                             "the least an example takes with these options")
 
     def test_examples(self, seed: int, knobs: dict[str, Any], count: int) -> list[Example]:
         """``count`` test examples of one cell, reproducible from (config, seed, knobs, index)."""

@@ -18,7 +18,7 @@ Knobs: ``context_len`` (total tokens, question and answer included) and ``depth`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,8 @@ DIGITS = [str(d) for d in range(10)]
 @dataclass
 class PasskeyConfig(TaskConfig):
     name: str = "passkey"
-    n_digits: int = 5
+    n_digits: int = 3
+    grid: dict[str, list[Any]] = field(default_factory=lambda: {"depth": [0.0, 0.5, 1.0]})
 
 
 @register_task("passkey")
@@ -60,18 +61,12 @@ class Passkey(Task):
     def needle_len(self) -> int:
         return len(NEEDLE.replace("{key}", "").split()) + 2 * self.config.n_digits
 
-    def min_context_len(self) -> int:
+    def min_context_len(self, knobs: dict[str, Any]) -> int:
         return self.needle_len() + len(self.question) + self.config.n_digits
 
-    def validate_cell(self, knobs: dict[str, Any]) -> None:
-        super().validate_cell(knobs)
+    def check_knobs(self, knobs: dict[str, Any]) -> None:
         if not 0.0 <= knobs["depth"] <= 1.0:
             raise ValueError(f"passkey: depth must be in [0, 1], got {knobs['depth']}")
-        if knobs["context_len"] < self.min_context_len():
-            raise ValueError(
-                f"passkey: context_len={knobs['context_len']} is shorter than the needle, question and "
-                f"answer ({self.min_context_len()} tokens with n_digits={self.config.n_digits})"
-            )
 
     def training_knobs(self, rng: np.random.Generator, context_len: int) -> dict[str, Any]:
         return {"context_len": context_len, "depth": float(rng.uniform(0.0, 1.0))}

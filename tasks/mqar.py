@@ -1,0 +1,105 @@
+"""Multi-query associative recall (MQAR), after Zoology's ``multiquery_ar`` (Arora et al. 2023).
+
+The context opens with ``num_kv_pairs`` key-value pairs; the rest is noise in which every key is
+queried once, at a place drawn with a power law that favours short gaps (``power_a``; Zoology's
+``alpha``), and the model must name the key's value at the position of the query. Keys come from
+the first half of the vocabulary and values from the second; noise tokens come from the whole
+vocabulary (as in Zoology), so a key may also appear as noise, unlabelled. Worked example with
+``vocab_size=16``, ``num_kv_pairs=2``, ``context_len=12``::
+
+    k5 v2 k7 v1 | v2 v6 v0 v1 k7 v3 k5 v0
+                              ^     ^
+    the labels at the two queries: k7 -> v1, k5 -> v2 (the tokens after a query are noise)
+
+Knobs: ``context_len`` and ``num_kv_pairs`` (at most ``context_len / 4``: the queries need room).
+Metrics: ``accuracy`` (share of queries answered; chance 2 / vocab_size, one value of the
+vocab_size / 2) and ``exact_match`` (every query of the example right).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.registry import register_task
+from harness.task import IGNORE, Example, Task, TaskConfig
+from harness.vocabulary import Vocabulary
+
+
+@dataclass
+class MqarConfig(TaskConfig):
+    name: str = "mqar"
+    #: keys are the first half of the vocabulary, values the second
+    vocab_size: int = 64
+    #: training draws num_kv_pairs uniformly from 1 to this (and to context_len / 4)
+    max_kv_pairs: int = 16
+    #: query places are drawn with probability proportional to gap^(power_a - 1)
+    power_a: float = 0.1
+    grid: dict[str, list[Any]] = field(default_factory=lambda: {"num_kv_pairs": [4, 8, 16]})
+
+
+@register_task("mqar")
+class Mqar(Task):
+    Config = MqarConfig
+    cell_knobs = {"context_len": int, "num_kv_pairs": int}
+    metrics = {"accuracy": True, "exact_match": True}
+
+    def __init__(self, config: MqarConfig):
+        if config.vocab_size < 4 or config.vocab_size % 2:
+            raise ValueError(f"mqar: vocab_size must be even and at least 4, got {config.vocab_size}")
+        if not 1 <= config.max_kv_pairs <= config.vocab_size // 2:
+            raise ValueError(f"mqar: max_kv_pairs must be in [1, vocab_size / 2 = {config.vocab_size // 2}], "
+                             f"got {config.max_kv_pairs}")
+        if config.power_a <= 0:
+            raise ValueError(f"mqar: power_a must be positive, got {config.power_a}")
+        super().__init__(config)
+        self.half = config.vocab_size // 2
+
+    def build_vocabulary(self) -> Vocabulary:
+        half = self.config.vocab_size // 2
+        return Vocabulary([*(f"k{i}" for i in range(half)), *(f"v{i}" for i in range(half))])
+
+    def check_knobs(self, knobs: dict[str, Any]) -> None:
+        if not 1 <= knobs["num_kv_pairs"] <= self.half:
+            raise ValueError(f"mqar: num_kv_pairs must be in [1, vocab_size / 2 = {self.half}], got {knobs['num_kv_pairs']}")
+
+    def min_context_len(self, knobs: dict[str, Any]) -> int:
+        return 4 * knobs["num_kv_pairs"]  # the pairs, then room to query each on its own even offset
+
+    def training_knobs(self, rng: np.random.Generator, context_len: int) -> dict[str, Any]:
+        most = max(1, min(self.config.max_kv_pairs, context_len // 4))
+        return {"context_len": context_len, "num_kv_pairs": int(rng.integers(1, most + 1))}
+
+    def generate(self, rng: np.random.Generator, context_len: int, num_kv_pairs: int) -> Example:
+        keys = rng.choice(self.half, num_kv_pairs, replace=False)
+        values = self.half + rng.choice(self.half, num_kv_pairs, replace=False)
+        pairs_len = 2 * num_kv_pairs
+        tokens = rng.integers(0, 2 * self.half, context_len)  # noise everywhere, then the pairs and queries
+        tokens[0:pairs_len:2], tokens[1:pairs_len:2] = keys, values
+        slots = (context_len - pairs_len) // 2  # queries sit on even offsets after the pairs
+        weights = np.arange(1, slots + 1, dtype=np.float64) ** (self.config.power_a - 1)
+        gaps = rng.choice(slots, num_kv_pairs, replace=False, p=weights / weights.sum())
+        queries = pairs_len + 2 * gaps
+        tokens[queries] = keys
+        labels = np.full(context_len, IGNORE, dtype=np.int64)
+        labels[queries] = values
+        return Example(tokens.astype(np.int64), labels, {"context_len": context_len, "num_kv_pairs": num_kv_pairs})
+
+    def score(self, example: Example, predictions: np.ndarray) -> dict[str, float]:
+        positions = example.answer_positions
+        correct = predictions[positions] == example.labels[positions]
+        return {"accuracy": float(correct.mean()), "exact_match": float(correct.all())}
+
+    def chance(self, **knobs: Any) -> dict[str, float]:
+        return {"accuracy": 1 / self.half, "exact_match": (1 / self.half) ** knobs["num_kv_pairs"]}
+
+    def oracle(self, example: Example) -> np.ndarray:
+        """Read the pairs at the start, then answer each labelled query from them."""
+        pairs = example.knobs["num_kv_pairs"]
+        table = dict(zip(example.tokens[0 : 2 * pairs : 2].tolist(), example.tokens[1 : 2 * pairs : 2].tolist()))
+        predictions = np.full(len(example.tokens), IGNORE, dtype=np.int64)
+        positions = example.answer_positions
+        predictions[positions] = [table[int(key)] for key in example.tokens[positions]]
+        return predictions

@@ -47,6 +47,8 @@ class Example:
     targets: np.ndarray | None = None
     #: facts about this example recorded with its outcome (say, its length before truncation)
     info: dict[str, Any] = field(default_factory=dict)
+    #: reference answers as text, for tasks that score text (ROUGE, token F1)
+    references: list[str] | None = None
 
     @property
     def training_targets(self) -> np.ndarray:

@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+
+# Tests never touch the network: `datasets` and the hub stay offline.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from hydra import compose, initialize_config_dir
 
+import harness
+
 from harness.config import CONF_DIR, register_configs
+from harness.registry import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,6 +31,8 @@ TINY = [
 ]
 #: per-mechanism overrides that keep its memory small next to the tiny contexts
 TINY_MECHANISM = {"sliding_window": ["mechanism.window=8"]}
+#: each task's own default grid knobs
+TASK_GRIDS = {name: TASKS.get(name).Config().grid for name in harness.tasks()}
 
 
 def compose_config(overrides: list[str]):
@@ -32,9 +41,14 @@ def compose_config(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
-def tiny_overrides(tmp_path: Path, mechanism: str = "sliding_window") -> list[str]:
-    return [f"mechanism={mechanism}", *TINY, *TINY_MECHANISM.get(mechanism, []),
-            f"results_dir={tmp_path / 'results'}", f"reports_dir={tmp_path / 'reports'}"]
+def tiny_overrides(tmp_path: Path, mechanism: str = "sliding_window", task: str = "passkey") -> list[str]:
+    """A tiny run of ``mechanism`` on ``task``: passkey at two depths, another task on its first cell."""
+    overrides = [f"mechanism={mechanism}", *TINY, *TINY_MECHANISM.get(mechanism, []),
+                 f"results_dir={tmp_path / 'results'}", f"reports_dir={tmp_path / 'reports'}"]
+    if task != "passkey":
+        overrides = [o for o in overrides if not o.startswith("task.grid")] + [f"task={task}"]
+        overrides += [f"task.grid.{knob}=[{values[0]}]" for knob, values in TASK_GRIDS[task].items()]
+    return overrides
 
 
 def run_cli(*args: str, cwd: Path, script: str = "memarena") -> subprocess.CompletedProcess:

@@ -47,6 +47,9 @@ TEMPLATES = [
     "who did {p} give the {o} to ?", "what did {p} give to {q} ?", "who received the {o} ?",
 ]
 QA_KINDS = (1, 2, 3, 4, 5)
+#: kinds of random event and their cumulative probabilities
+EVENTS = (("move", "pick", "drop"), np.cumsum([0.5, 0.3, 0.2]))
+EVENTS_WITH_GIFTS = (("move", "pick", "drop", "give"), np.cumsum([0.4, 0.2, 0.1, 0.3]))
 CHANCE = {1: 1 / 6, 2: 1 / 6, 3: 1 / 6, 4: 1 / 6, 5: (1 / 8 + 1 / 8 + 1 / 4 + 1 / 8) / 4}
 
 
@@ -84,36 +87,47 @@ class World:
         if place is not None and (not history or history[-1] != place):
             history.append(place)
 
-    def step(self, rng: np.random.Generator, gifts: bool) -> str:
-        """Draw a possible event, apply it and return its sentence."""
+    def move(self, person: str, place: str) -> str:
+        self.place[person] = place
+        for thing in [thing for thing, holder in self.holder.items() if holder == person]:
+            self._note(thing)
+        return f"{person} went to the {place} ."
+
+    def pick(self, person: str, thing: str) -> str:
+        self.holder[thing] = person
+        self.dropped_at.pop(thing, None)
+        self._note(thing)
+        return f"{person} picked up the {thing} ."
+
+    def drop(self, person: str, thing: str) -> str:
+        del self.holder[thing]
+        self.dropped_at[thing] = self.place[person]
+        return f"{person} dropped the {thing} ."
+
+    def give(self, person: str, thing: str, receiver: str) -> str:
+        self.gifts.append((person, thing, receiver))
+        return f"{person} gave the {thing} to {receiver} ."
+
+    def step(self, rng: np.random.Generator, gifts: bool, spare: tuple[str, ...] = ()) -> str:
+        """Draw a possible event that involves nobody and nothing in ``spare``, apply it, return its sentence."""
+        kinds, cumulative = (EVENTS_WITH_GIFTS if gifts else EVENTS)
         while True:
             person = PEOPLE[rng.integers(len(PEOPLE))]
+            if person in spare:
+                continue
+            kind = kinds[int(np.searchsorted(cumulative, rng.random()))]
             held = [thing for thing, holder in self.holder.items() if holder == person]
-            free = [thing for thing in OBJECTS if thing not in self.holder]
-            kind = rng.choice(["move", "pick", "drop", "give"] if gifts else ["move", "pick", "drop"],
-                              p=[0.4, 0.2, 0.1, 0.3] if gifts else [0.5, 0.3, 0.2])
+            free = [thing for thing in OBJECTS if thing not in self.holder and thing not in spare]
             if kind == "move":
-                self.place[person] = PLACES[rng.integers(len(PLACES))]
-                for thing in held:
-                    self._note(thing)
-                return f"{person} went to the {self.place[person]} ."
+                return self.move(person, PLACES[rng.integers(len(PLACES))])
             if kind == "pick" and free and person in self.place:
-                thing = free[rng.integers(len(free))]
-                self.holder[thing] = person
-                self.dropped_at.pop(thing, None)
-                self._note(thing)
-                return f"{person} picked up the {thing} ."
+                return self.pick(person, free[rng.integers(len(free))])
             if kind == "drop" and held:
-                thing = held[rng.integers(len(held))]
-                del self.holder[thing]
-                self.dropped_at[thing] = self.place[person]
-                return f"{person} dropped the {thing} ."
+                return self.drop(person, held[rng.integers(len(held))])
             if kind == "give":
-                thing = OBJECTS[rng.integers(len(OBJECTS))]
                 receiver = PEOPLE[rng.integers(len(PEOPLE))]
                 if receiver != person:
-                    self.gifts.append((person, thing, receiver))
-                    return f"{person} gave the {thing} to {receiver} ."
+                    return self.give(person, OBJECTS[rng.integers(len(OBJECTS))], receiver)
 
 
 def story(rng: np.random.Generator, qa: int, num_facts: int) -> tuple[list[str], str, str]:
@@ -125,6 +139,16 @@ def story(rng: np.random.Generator, qa: int, num_facts: int) -> tuple[list[str],
         x, d, y = facts[rng.integers(2)]
         question = f"what is {d} of the {y} ?" if rng.integers(2) else f"what is the {y} {OPPOSITE[d]} of ?"
         return [f"the {a} is {b} of the {c} ." for a, b, c in facts], question, x
+    if qa == 3:  # built around its three supporting facts: random stories rarely have them
+        person, thing = PEOPLE[rng.integers(len(PEOPLE))], OBJECTS[rng.integers(len(OBJECTS))]
+        before, after = (PLACES[i] for i in rng.choice(len(PLACES), 2, replace=False))
+        world, sentences = World(), []
+        supporting = iter([lambda: world.move(person, before), lambda: world.pick(person, thing),
+                           lambda: world.move(person, after)])
+        slots = set(rng.choice(num_facts, 3, replace=False).tolist())
+        for slot in range(num_facts):
+            sentences.append(next(supporting)() if slot in slots else world.step(rng, False, (person, thing)))
+        return sentences, f"where was the {thing} before the {after} ?", before
     while True:
         world = World()
         sentences = [world.step(rng, gifts=qa == 5) for _ in range(num_facts)]
@@ -177,8 +201,8 @@ class BabiQa(Task):
     metrics = {"accuracy": True}
 
     def __init__(self, config: BabiQaConfig):
-        if config.num_facts < 1:
-            raise ValueError(f"babi_qa: num_facts must be at least 1, got {config.num_facts}")
+        if config.num_facts < 1 or (3 in config.qa_kinds and config.num_facts < 3):
+            raise ValueError(f"babi_qa: num_facts must be at least 1 (3 with qa kind 3), got {config.num_facts}")
         if not config.qa_kinds or set(config.qa_kinds) - set(QA_KINDS):
             raise ValueError(f"babi_qa: qa_kinds must be a non-empty subset of {list(QA_KINDS)}, got {config.qa_kinds}")
         self.haystack = Haystack(config.haystack, config.noise_words, config.corpus_path)
@@ -198,6 +222,8 @@ class BabiQa(Task):
     def check_knobs(self, knobs: dict[str, Any]) -> None:
         if knobs["qa"] not in QA_KINDS:
             raise ValueError(f"babi_qa: qa must be one of {list(QA_KINDS)}, got {knobs['qa']}")
+        if knobs["qa"] == 3 and self.config.num_facts < 3:
+            raise ValueError(f"babi_qa: qa 3 needs num_facts >= 3 (its supporting facts), got {self.config.num_facts}")
 
     def training_knobs(self, rng: np.random.Generator, context_len: int) -> dict[str, Any]:
         return {"context_len": context_len, "qa": int(rng.choice(self.config.qa_kinds))}

@@ -50,6 +50,8 @@ WORD = re.compile(r"[^\W\d_]+|\d|[^\w\s]|_")  # words of letters, single digits,
 class TextTaskConfig(TaskConfig):
     #: a datasets builder ("json", "parquet", "csv") for local files, or a dataset on the hub
     source: str = "json"
+    #: the dataset's configuration name, if it has several (load_dataset's second argument)
+    source_config: Optional[str] = None
     #: split name -> file (or list of files); "memarena:<path>" is a file shipped in tasks/data/
     data_files: Optional[dict[str, Any]] = None
     train_split: str = "train"
@@ -136,7 +138,7 @@ class TextTask(Task):
         if config.data_files is not None:
             data_files = {name: _shipped(files) for name, files in config.data_files.items()}
         try:
-            data = datasets.load_dataset(config.source, data_files=data_files, split=split)
+            data = datasets.load_dataset(config.source, config.source_config, data_files=data_files, split=split)
         except Exception as error:  # datasets raises many kinds; all mean "cannot load this"
             raise ValueError(f"{self.name}: cannot load split {split!r} of source={config.source!r} "
                              f"(data_files={data_files}): {type(error).__name__}: {error}") from None

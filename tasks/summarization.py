@@ -4,7 +4,7 @@ A document and its summary, laid out as ``document <sep> <ans> summary`` (see
 ``harness/text_task.py`` for loading, tokenizers and truncation); the model generates the summary
 greedily, up to ``max_answer_tokens`` tokens. Default data: the shipped sample
 (``tasks/data/summarization``, made-up news items); CNN/DailyMail is ``task.source=abisee/cnn_dailymail
-task.data_files=null task.document_column=article task.answer_column=highlights`` when online.
+task.source_config=3.0.0 task.data_files=null task.document_column=article task.answer_column=highlights`` when online.
 Worked example from the sample, word tokenizer::
 
     the council of graz approved a budget of 7 million for new bridges on tuesday . ...

@@ -76,6 +76,8 @@ class RunConfig:
     #: compile each block with torch.compile (dynamic shapes); pays off on a GPU
     compile: bool = False
     results_dir: str = "results"
+    #: where generated examples are cached for the runs of a sweep to share; null: no cache
+    cache_dir: Optional[str] = "~/.cache/memarena"
     reports_dir: str = "reports"
     #: rerun and overwrite a run whose complete record is already stored
     force: bool = False
@@ -83,7 +85,7 @@ class RunConfig:
 
 
 #: keys that do not change what a run computes; left out of its run_id
-NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "force", "progress")
+NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force", "progress")
 
 
 def register_configs() -> None:

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from harness.config import EvalConfig
+from harness.example_cache import ExampleCache
 from harness.measure import is_out_of_memory, measure_example, synchronize
 from harness.model import StreamingLM
 from harness.stats import mean_interval
@@ -34,13 +35,15 @@ def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 @torch.no_grad()
 def evaluate(
     model: StreamingLM, task: Task, config: EvalConfig, segment_len: int, device: torch.device,
-    progress: bool = True, autocast: torch.autocast | None = None,
+    progress: bool = True, autocast: torch.autocast | None = None, cache: ExampleCache | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     model.eval()
     budget = int(config.max_memory_gb * 2**30) if config.max_memory_gb is not None else None
     cells, outcomes = [], []
-    for knobs in tqdm(grid_cells(task.evaluation_grid(config.grid)), desc=f"eval {model.mechanism_name}", disable=not progress, leave=False):
-        examples = task.test_examples(config.seed, knobs, config.examples_per_cell)
+    cells_knobs = grid_cells(task.evaluation_grid(config.grid))
+    test_cells = (cache or ExampleCache(None)).test_cells(task, config.seed, cells_knobs, config.examples_per_cell)
+    for knobs, examples in tqdm(list(zip(cells_knobs, test_cells)), desc=f"eval {model.mechanism_name}",
+                                disable=not progress, leave=False):
         chance = task.chance(**knobs)
         try:
             with autocast or contextlib.nullcontext():

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.build import build_model, build_task
 from harness.config import NON_SEMANTIC_KEYS, RunConfig
 from harness.evaluate import evaluate, grid_cells
+from harness.example_cache import ExampleCache
 from harness.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.model import StreamingLM
 from harness.registry import MECHANISMS
@@ -136,10 +137,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     outcomes_csv = None
     try:
         precision = autocast(plan.device, config.precision)
+        cache = ExampleCache(config.cache_dir)
         summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
-                        config.progress, precision)
+                        config.progress, precision, cache)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
-                                   config.progress, precision)
+                                   config.progress, precision, cache)
         record.update(status="ok", error=None, training=asdict(summary), cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:

@@ -72,6 +72,8 @@ class Task:
     #: feeding back its own predictions; 0: scored by teacher forcing (the argmax at each
     #: labelled position given the true prefix, which equals greedy decoding for exact match)
     generated_tokens: int = 0
+    #: whether generated examples may be cached (see harness/example_cache.py)
+    cacheable: ClassVar[bool] = True
 
     def __init__(self, config: TaskConfig):
         self.config = config

@@ -104,6 +104,7 @@ class TextTask(Task):
     cell_knobs = {"context_len": int}
     #: the column holding the question, or None for tasks without one (summarization)
     question_column: ClassVar[str | None] = None
+    cacheable = False  # datasets caches the tokenized splits, keyed by the files' contents
 
     def __init__(self, config: TextTaskConfig):
         if config.tokenizer not in ("word", "byte"):

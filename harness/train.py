@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from harness.config import TrainConfig
+from harness.example_cache import ExampleCache
 from harness.model import StreamingLM
 from harness.task import IGNORE, Task, stack
 
@@ -41,18 +42,19 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 def train(
     model: StreamingLM, task: Task, config: TrainConfig, segment_len: int, seed: int,
     device: torch.device, progress: bool = True, autocast: torch.autocast | None = None,
+    cache: ExampleCache | None = None,
 ) -> TrainSummary:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
     lengths = np.random.default_rng([seed, 2]).integers(config.min_context_len, config.context_len + 1, config.steps)
+    batches = (cache or ExampleCache(None)).training_batches(task, seed, lengths.tolist(), config.batch_size)
     losses, tokens = [], 0
     start = time.perf_counter()
     bar = tqdm(range(config.steps), desc=f"train {model.mechanism_name}", disable=not progress, leave=False)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        examples = task.training_examples(seed, step, config.batch_size, int(lengths[step]))
-        inputs, labels = stack(examples, device, training=True)
+        inputs, labels = stack(batches(step), device, training=True)
         with autocast or contextlib.nullcontext():
             logits, _ = model.stream(inputs, model.init_state(config.batch_size), segment_len)
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)

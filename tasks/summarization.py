@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from rouge_score import rouge_scorer
-
 from harness.registry import register_task
 from harness.text_task import TextTask, TextTaskConfig
 
@@ -45,6 +43,8 @@ class Summarization(TextTask):
     metrics = {name: True for name in ROUGE}
 
     def __init__(self, config: SummarizationConfig):
+        from rouge_score import rouge_scorer  # imports nltk (seconds): only when the task is built
+
         self.scorer = rouge_scorer.RougeScorer(list(ROUGE), use_stemmer=True)
         super().__init__(config)
 

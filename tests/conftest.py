@@ -44,7 +44,8 @@ def compose_config(overrides: list[str]):
 def tiny_overrides(tmp_path: Path, mechanism: str = "sliding_window", task: str = "passkey") -> list[str]:
     """A tiny run of ``mechanism`` on ``task``: passkey at two depths, another task on its first cell."""
     overrides = [f"mechanism={mechanism}", *TINY, *TINY_MECHANISM.get(mechanism, []),
-                 f"results_dir={tmp_path / 'results'}", f"reports_dir={tmp_path / 'reports'}"]
+                 f"results_dir={tmp_path / 'results'}", f"reports_dir={tmp_path / 'reports'}",
+                 f"cache_dir={tmp_path / 'cache'}"]
     if task != "passkey":
         overrides = [o for o in overrides if not o.startswith("task.grid")] + [f"task={task}"]
         overrides += [f"task.grid.{knob}=[{values[0]}]" for knob, values in TASK_GRIDS[task].items()]

@@ -90,7 +90,10 @@ NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force",
 
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent); call before composing."""
-    MECHANISMS.discover()
-    TASKS.discover()
     store = ConfigStore.instance()
+    for registry in (MECHANISMS, TASKS):
+        for name in registry.names():
+            if not (CONF_DIR / registry.group / f"{name}.yaml").is_file():
+                # a plug-in without a YAML of its own here: selectable by name, with its Config's defaults
+                store.store(group=registry.group, name=name, node=registry.get(name).Config)
     store.store(name="config_schema", node=RunConfig)

@@ -2,14 +2,17 @@
 
 A component registers itself with a decorator at import time; the registry imports every module
 of its home package (``baselines`` or ``tasks``) the first time it is asked for names, so adding a
-component is one file (plus its YAML) and nothing else is edited. Each registered class carries a
-``Config`` dataclass, which is also stored in Hydra's ConfigStore as ``schema/<group>/<name>`` so
-that YAML files can extend it and overrides are type-checked.
+component is one file (plus its YAML) and nothing else is edited. Installed packages add
+components through entry points (groups ``memarena.mechanisms`` and ``memarena.tasks``), whose
+values are modules to import (``my_package.my_mechanism``) or the registered classes themselves.
+Each registered class carries a ``Config`` dataclass, which is also stored in Hydra's ConfigStore
+as ``schema/<group>/<name>`` so that YAML files can extend it and overrides are type-checked.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
 from dataclasses import is_dataclass
 from typing import Callable, Generic, TypeVar
@@ -52,13 +55,23 @@ class Registry(Generic[T]):
         return decorator
 
     def discover(self) -> None:
-        """Import every module of the home package so that their decorators run."""
+        """Import every module of the home package and every plug-in so that their decorators run."""
         if self._discovered:
             return
         package = importlib.import_module(self.package)
         for module in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{self.package}.{module.name}")
+        for entry_point in importlib.metadata.entry_points(group=self.entry_point_group):
+            try:
+                entry_point.load()
+            except Exception as error:
+                raise ImportError(f"{self.kind} plug-in {entry_point.name!r} ({entry_point.value}, group "
+                                  f"{self.entry_point_group}) failed to load: {type(error).__name__}: {error}") from error
         self._discovered = True
+
+    @property
+    def entry_point_group(self) -> str:
+        return f"memarena.{self.group}s"
 
     def names(self) -> list[str]:
         self.discover()

@@ -14,6 +14,19 @@ SMALL_OPTIONS = {
     "sliding_window": {"window": 6},
     "transformer_xl": {"mem_len": 5},
     "compressive": {"mem_len": 4, "cmem_len": 3, "rate": 2},
+    "infini_attention": {"block": 4},
+    "rmt": {"block": 4, "memory_slots": 3},
+    "linear_attention": {"chunk": 4},
+    "mamba": {"chunk": 4, "ssm_head_dim": 8, "d_state": 4},
+}
+
+
+#: settings for the 64k-token state test: larger chunks and blocks read faster, same contract
+LONG_OPTIONS = {
+    "infini_attention": {"block": 64},
+    "rmt": {"block": 64, "memory_slots": 3},
+    "linear_attention": {"chunk": 256},
+    "mamba": {"chunk": 256, "ssm_head_dim": 8, "d_state": 4},
 }
 
 
@@ -74,7 +87,7 @@ def _state_after(model, length: int, segment_len: int):
 
 
 def test_state_accounting(name):
-    model = tiny_model(name, dtype=torch.float32)
+    model = tiny_model(name, dtype=torch.float32, **LONG_OPTIONS.get(name, {}))
     if model.bounded:
         short = model.state_bytes(_state_after(model, 1024, 512))
         long = model.state_bytes(_state_after(model, 65536, 1024))

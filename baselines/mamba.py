@@ -1,0 +1,110 @@
+"""Mamba: a selective state-space layer, in the Mamba-2 form (Dao & Gu 2024), pure PyTorch.
+
+Dimension letters: B batch, T new positions, L chunk length, G SSM heads, P head dimension,
+N state size, C convolution channels, K convolution width, I inner width (G x P), D model.
+
+The input is projected to a gate z, the SSM input x, its input and output maps B_t and C_t
+(shared by the heads) and a step size dt per head. x, B and C go through a causal depthwise
+convolution of width K and SiLU. Each head then runs the selective recurrence
+
+    h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T        (h: P x N per head, A < 0 a learned scalar)
+    y_t = h_t C_t + D x_t
+
+and the output is y gated by SiLU(z), projected back to D. The recurrence is computed in chunks
+of ``chunk`` positions with the state-space-dual form: within a chunk an L x L matrix of decays
+exp(sum of dt A between s and t) times (C_t . B_s), across chunks the carried h. The state is h
+and the last K - 1 convolution inputs: G x P x N + (K - 1) x C numbers per layer and sequence,
+whatever the context length. ``expand`` = 1 keeps the default parameter-matched to attention.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.registry import register_mechanism
+
+
+@dataclass
+class MambaConfig(MechanismConfig):
+    name: str = "mamba"
+    #: N, the state size of each head
+    d_state: int = 16
+    #: inner width = expand x d_model
+    expand: int = 1
+    #: P, the width of an SSM head (inner width / P heads; independent of the model's n_heads)
+    ssm_head_dim: int = 16
+    conv_width: int = 4
+    #: positions per chunk of the chunked scan (no effect on the result)
+    chunk: int = 64
+
+
+@register_mechanism("mamba")
+class Mamba(Mechanism):
+    Config = MambaConfig
+
+    def __init__(self, d_model: int, n_heads: int, config: MambaConfig):
+        super().__init__(d_model, n_heads, config)
+        for key in ("d_state", "expand", "ssm_head_dim", "conv_width", "chunk"):
+            if getattr(config, key) < 1:
+                raise ValueError(f"mamba: {key} must be at least 1, got {getattr(config, key)}")
+        self.inner = config.expand * d_model
+        if self.inner % config.ssm_head_dim:
+            raise ValueError(f"mamba: inner width {self.inner} is not divisible by ssm_head_dim={config.ssm_head_dim}")
+        self.ssm_heads = self.inner // config.ssm_head_dim
+        self.channels = self.inner + 2 * config.d_state  # x, B, C go through the convolution
+        self.in_proj = nn.Linear(d_model, self.inner + self.channels + self.ssm_heads, bias=False)
+        self.conv = nn.Conv1d(self.channels, self.channels, config.conv_width, groups=self.channels)
+        # step sizes start log-uniform in [1e-3, 1e-1], decay rates A in [1, 16] (as in Mamba)
+        dt = torch.exp(torch.rand(self.ssm_heads) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus inverse
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.ssm_heads).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(self.ssm_heads))
+        self.out_proj = nn.Linear(self.inner, d_model, bias=False)
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        config = self.config
+        return {"h": torch.zeros(batch_size, self.ssm_heads, config.ssm_head_dim, config.d_state, device=device, dtype=dtype),
+                "conv": torch.zeros(batch_size, config.conv_width - 1, self.channels, device=device, dtype=dtype)}
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        Bsz, T, D = x.shape
+        config, G, P, N = self.config, self.ssm_heads, self.config.ssm_head_dim, self.config.d_state
+        z, xbc, dt = self.in_proj(x).split([self.inner, self.channels, G], dim=-1)
+        conv_input = torch.cat((state["conv"], xbc), dim=1)  # B, K-1+T, C
+        xbc = F.silu(F.conv1d(conv_input.transpose(1, 2), self.conv.weight, self.conv.bias,
+                              groups=self.channels).transpose(1, 2))  # B, T, C
+        u, b, c = xbc.split([self.inner, N, N], dim=-1)
+        dt = F.softplus(dt + self.dt_bias)  # B, T, G
+        u = u.view(Bsz, T, G, P)
+        y, h = ssd_chunked(u * dt.unsqueeze(-1), dt * -torch.exp(self.A_log), b, c, state["h"], config.chunk)
+        y = (y + u * self.D.view(1, 1, G, 1)).reshape(Bsz, T, self.inner) * F.silu(z)
+        return self.out_proj(y), {"h": h, "conv": conv_input[:, conv_input.shape[1] - (config.conv_width - 1) :]}
+
+
+def ssd_chunked(u: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h: torch.Tensor,
+                chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """h_t = exp(log_decay_t) h_{t-1} + u_t b_t^T, y_t = h_t c_t, in chunks.
+
+    u [B, T, G, P] (inputs times dt), log_decay [B, T, G] (dt A, negative), b and c [B, T, N],
+    h [B, G, P, N] the state before the first position. Returns y [B, T, G, P] and the last h.
+    """
+    outputs = []
+    for uc, ac, bc, cc in zip(u.split(chunk, 1), log_decay.split(chunk, 1), b.split(chunk, 1), c.split(chunk, 1)):
+        L = uc.shape[1]
+        cumulative = ac.cumsum(dim=1).transpose(1, 2)  # B, G, L
+        gaps = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2)  # B, G, L(t), L(s): decay from s to t
+        causal = torch.ones(L, L, dtype=torch.bool, device=u.device).tril()
+        decay = torch.exp(gaps.masked_fill(~causal, -torch.inf))  # B, G, L, L
+        weights = decay * (cc @ bc.transpose(1, 2)).unsqueeze(1)  # B, G, L, L
+        within = torch.einsum("bgts,bsgp->btgp", weights, uc)
+        carried = torch.einsum("btn,bgpn,bgt->btgp", cc, h, torch.exp(cumulative))
+        outputs.append(within + carried)
+        to_end = torch.exp(cumulative[:, :, -1:] - cumulative)  # B, G, L
+        h = h * torch.exp(cumulative[:, :, -1]).view(*h.shape[:2], 1, 1) + torch.einsum("bgs,bsgp,bsn->bgpn", to_end, uc, bc)
+    return torch.cat(outputs, dim=1), h

@@ -1,0 +1,101 @@
+"""Recurrent Memory Transformer (Bulatov et al. 2022), per layer: memory slots read and written once per block.
+
+Dimension letters: B batch, H heads, T new positions, N block length, M memory slots,
+E head dimension, D model.
+
+The input is cut into blocks of ``block`` absolute positions. Every layer carries ``memory_slots``
+memory vectors R [M, D] (learned initial values). Within a block, each token attends with softmax
+to all memory slots (the read) and, causally with rotary positions, to the earlier tokens of its
+block. When the block is complete, the memory slots attend to [memory; the whole block] (the
+write, as RMT's write tokens at the end of a segment) and the result, added to R and layer-
+normalised, is the memory of the next block. Gradients flow through the memory across blocks;
+``bptt_blocks`` cuts them every that many blocks (null: never).
+
+How this differs from the paper: RMT's memory tokens pass through the whole stack and the last
+layer's write outputs feed the first layer's read of the next segment; here every layer keeps its
+own memory, because memarena's mechanisms are token-mixing layers (see DESIGN.md). The state is R
+and the unfinished block's keys and values: M x D + 3 x H x (block - 1) x E numbers per layer and
+sequence, whatever the context length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from harness.blocks import block_spans, causal_mask, keep_last
+from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.registry import register_mechanism
+from harness.rotary import Rotary
+
+
+@dataclass
+class RmtConfig(MechanismConfig):
+    name: str = "rmt"
+    memory_slots: int = 8
+    #: N: positions per block, read with one memory and written into the next
+    block: int = 32
+    #: cut the gradient through the memory every this many blocks (null: never)
+    bptt_blocks: Optional[int] = None
+
+
+@register_mechanism("rmt")
+class Rmt(Mechanism):
+    Config = RmtConfig
+
+    def __init__(self, d_model: int, n_heads: int, config: RmtConfig):
+        super().__init__(d_model, n_heads, config)
+        if config.block < 1 or config.memory_slots < 1:
+            raise ValueError(f"rmt: block and memory_slots must be at least 1, got {config.block} and {config.memory_slots}")
+        if config.bptt_blocks is not None and config.bptt_blocks < 1:
+            raise ValueError(f"rmt: bptt_blocks must be at least 1 or null, got {config.bptt_blocks}")
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.memory_init = nn.Parameter(torch.randn(config.memory_slots, d_model) * 0.02)
+        self.memory_norm = nn.LayerNorm(d_model)
+        self.rotary = Rotary(self.head_dim)
+
+    def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
+        H, E, N = self.n_heads, self.head_dim, self.config.block
+        pending = torch.zeros(batch_size, H, N - 1, E, device=device, dtype=dtype)
+        # a copy, not an expanded view: a view of a parameter made under no_grad confuses autograd hooks
+        memory = self.memory_init.to(device=device, dtype=dtype).repeat(batch_size, 1, 1)
+        return {"memory": memory, "k_rotated": pending, "k": pending, "v": pending, "pos": 0}
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.n_heads, self.head_dim).transpose(1, 2)  # B, H, T, E
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        B, T, D = x.shape
+        N, pos = self.config.block, state["pos"]
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
+        q_rotated, k_rotated = self.rotary(q, pos), self.rotary(k, pos)
+        memory = state["memory"]
+        outputs = []
+        for start, end, earlier in block_spans(pos, T, N):
+            piece = slice(start, end)
+            memory_q, memory_k, memory_v = (self._heads(p) for p in self.qkv(memory).chunk(3, dim=-1))  # B, H, M, E
+            keys = torch.cat((state["k_rotated"][:, :, N - 1 - earlier :], k_rotated[:, :, piece]), dim=2)
+            values = torch.cat((state["v"][:, :, N - 1 - earlier :], v[:, :, piece]), dim=2)
+            visible = torch.cat((torch.ones(end - start, memory.shape[1], dtype=torch.bool, device=x.device),
+                                 causal_mask(end - start, keys.shape[2], x.device)), dim=1)
+            outputs.append(F.scaled_dot_product_attention(
+                q_rotated[:, :, piece], torch.cat((memory_k, keys), dim=2), torch.cat((memory_v, values), dim=2),
+                attn_mask=visible))
+            if earlier + end - start == N:  # the block is complete: the memory slots write it
+                block_keys = torch.cat((state["k"][:, :, N - 1 - earlier :], k[:, :, piece]), dim=2)
+                written = F.scaled_dot_product_attention(memory_q, torch.cat((memory_k, block_keys), dim=2),
+                                                         torch.cat((memory_v, values), dim=2))
+                memory = self.memory_norm(memory + self.out(written.transpose(1, 2).reshape(B, -1, D)))
+                completed = (pos + end) // N
+                if self.config.bptt_blocks is not None and completed % self.config.bptt_blocks == 0:
+                    memory = memory.detach()
+        y = torch.cat(outputs, dim=2).transpose(1, 2).reshape(B, T, D)
+        slots = N - 1
+        new_state = {"memory": memory, "k_rotated": keep_last(state["k_rotated"], k_rotated, slots),
+                     "k": keep_last(state["k"], k, slots), "v": keep_last(state["v"], v, slots), "pos": pos + T}
+        return self.out(y), new_state

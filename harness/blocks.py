@@ -1,0 +1,38 @@
+"""Fixed blocks of absolute positions, for mechanisms that update a memory once per block.
+
+Infini-attention and the recurrent memory transformer write their memory every ``block``
+tokens. Cutting at absolute block boundaries (rather than wherever the harness happens to split
+its input into segments) makes such a mechanism a function of the token sequence alone, so that
+streaming in any segments equals one pass. The tokens of an unfinished block wait in a buffer of
+``block - 1`` slots, carried in the state at a fixed size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def block_spans(pos: int, length: int, block: int) -> list[tuple[int, int, int]]:
+    """Cut the new positions [0, length) (absolute pos .. pos + length - 1) at block boundaries.
+
+    Returns (start, end, earlier) per piece: ``earlier`` positions of the same block were read
+    before ``start`` (in earlier calls); the piece completes its block when earlier + end - start
+    equals ``block``.
+    """
+    spans, start, earlier = [], 0, pos % block
+    while start < length:
+        end = min(length, start + block - earlier)
+        spans.append((start, end, earlier))
+        start, earlier = end, 0
+    return spans
+
+
+def keep_last(buffer: torch.Tensor, new: torch.Tensor, slots: int) -> torch.Tensor:
+    """The last ``slots`` entries along dim 2 of [buffer; new] (a buffer of fixed size)."""
+    joined = torch.cat((buffer, new), dim=2)
+    return joined[:, :, joined.shape[2] - slots :]
+
+
+def causal_mask(queries: int, keys: int, device: torch.device) -> torch.Tensor:
+    """[queries, keys] True where visible: the queries are the last ``queries`` of the ``keys`` positions."""
+    return torch.ones(queries, keys, dtype=torch.bool, device=device).tril(keys - queries)

@@ -1,37 +1,82 @@
-"""Training-step throughput of every mechanism at one stated shape (pytest-benchmark).
+"""Training-step throughput and model FLOP utilisation of every mechanism at one stated shape.
 
-Run: ``python -m pytest benchmarks/test_train_throughput.py`` (not part of the test suite).
-Each result's ``extra_info`` holds tokens/s; compare mechanisms within one run, on one machine.
+Shape (issue #8's default): d_model 256, 4 layers, 4 heads, batch 16, sequences of two segments of
+512 tokens (so that the memory of the segment mechanisms is read and written), vocabulary 256.
+Utilisation = the FLOPs torch's FlopCounterMode counts in one step (forward and backward: matrix
+multiplies and attention) per second of step time, over the fp32 matmul peak measured in the same
+session. ``plain transformer`` is torch.nn.TransformerEncoderLayer (pre-LN, causal) at the same
+shape, reading each segment alone: the reference for what the memory machinery costs.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import harness
+from conftest import record
 
-#: the `quick` experiment's model and a typical training batch of it
-SHAPE = {"vocab_size": 32, "d_model": 64, "n_layers": 2, "n_heads": 4}
-BATCH, LENGTH, SEGMENT = 16, 128, 64
+SHAPE = {"vocab_size": 256, "d_model": 256, "n_layers": 4, "n_heads": 4}
+BATCH, SEGMENT, LENGTH = 16, 512, 1024
+SECTION = "Training step"
+INTRODUCTION = (f"d_model {SHAPE['d_model']}, {SHAPE['n_layers']} layers, {SHAPE['n_heads']} heads, batch {BATCH}, "
+                f"{LENGTH} tokens read in segments of {SEGMENT}; forward, backward and AdamW step; mean of 3 steps "
+                "after 1 warm-up. Utilisation: counted FLOPs per second over the measured fp32 matmul peak.")
 
 
-@pytest.mark.parametrize("mechanism", harness.mechanisms())
-def test_training_step(benchmark, mechanism):
-    torch.manual_seed(0)
-    model = harness.build_model(mechanism, **SHAPE).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    tokens = torch.randint(0, SHAPE["vocab_size"], (BATCH, LENGTH))
+class PlainTransformer(nn.Module):
+    """Embedding, pre-LN torch.nn.TransformerEncoderLayer blocks with a causal mask, head."""
 
-    def step():
+    def __init__(self, vocab_size, d_model, n_layers, n_heads):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(d_model, n_heads, 4 * d_model, dropout=0.0,
+                                                               batch_first=True, norm_first=True, bias=False)
+                                    for _ in range(n_layers))
+        self.head = nn.Linear(d_model, vocab_size, bias=False)
+
+    def stream(self, tokens, segment):
+        outputs = []
+        for start in range(0, tokens.shape[1], segment):
+            x = self.embed(tokens[:, start : start + segment])
+            mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1])
+            for block in self.blocks:
+                x = block(x, src_mask=mask, is_causal=True)
+            outputs.append(self.head(x))
+        return torch.cat(outputs, dim=1)
+
+
+def training_step(model, optimizer, tokens):
+    if isinstance(model, PlainTransformer):
+        logits, auxiliary = model.stream(tokens, SEGMENT), None
+    else:
         logits, _ = model.stream(tokens, model.init_state(BATCH), SEGMENT)
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
         auxiliary = model.auxiliary_loss()
-        (loss if auxiliary is None else loss + auxiliary).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+    (loss if auxiliary is None else loss + auxiliary).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
-    benchmark.pedantic(step, rounds=20, warmup_rounds=3)
-    benchmark.extra_info["tokens_per_s"] = BATCH * LENGTH / benchmark.stats.stats.mean
-    benchmark.extra_info["shape"] = f"{SHAPE} batch={BATCH} length={LENGTH} segment={SEGMENT}"
+
+@pytest.mark.parametrize("mechanism", [*harness.mechanisms(), "plain transformer"])
+def test_training_step(benchmark, matmul_peak, mechanism):
+    torch.manual_seed(0)
+    if mechanism == "plain transformer":
+        model = PlainTransformer(**SHAPE).train()
+    else:
+        model = harness.build_model(mechanism, **SHAPE).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(0, SHAPE["vocab_size"], (BATCH, LENGTH))
+    with FlopCounterMode(display=False) as counter:
+        training_step(model, optimizer, tokens)
+    benchmark.pedantic(training_step, args=(model, optimizer, tokens), rounds=3, warmup_rounds=1)
+    seconds = benchmark.stats.stats.mean
+    utilisation = counter.get_total_flops() / seconds / matmul_peak
+    benchmark.extra_info.update(tokens_per_s=BATCH * LENGTH / seconds, utilisation=utilisation)
+    record(SECTION, INTRODUCTION, {
+        "mechanism": mechanism, "tokens/s": round(BATCH * LENGTH / seconds), "step s": round(seconds, 2),
+        "GFLOP per step": round(counter.get_total_flops() / 1e9, 1), "utilisation": f"{utilisation:.0%}",
+        "parameters": sum(p.numel() for p in model.parameters())})

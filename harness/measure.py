@@ -5,7 +5,7 @@ Every figure is measured, not computed from a formula, and its method is named i
 - peak memory: the peak of tensor memory allocated while the model reads one example, above
   what was allocated when the region started (so the weights are not counted). On CUDA from the
   caching allocator's peak statistics (reset before, synchronised after); on CPU from the
-  allocation timeline of torch's profiler (``profile_memory=True``), summed in time order.
+  allocation records of torch's profiler (``profile_memory=True``), summed in time order.
 - prefill: tokens/s reading the context up to the first answer position, after one warm-up.
 - decode: seconds per answer token fed one at a time after the prefill (p50 and p95).
 - FLOPs per token: torch's FlopCounterMode over the prefill (matrix multiplies and attention).
@@ -29,7 +29,7 @@ from harness.task import Example
 
 MEMORY_METHOD = {
     "cuda": "CUDA caching allocator peak (max_memory_allocated) above the region's start",
-    "cpu": "torch.profiler allocation timeline (profile_memory) peak above the region's start",
+    "cpu": "torch.profiler allocation records (profile_memory) peak above the region's start",
 }
 FLOP_METHOD = "torch.utils.flop_counter.FlopCounterMode over the prefill"
 
@@ -59,11 +59,9 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
         fn()
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) - start
-    with _native_stderr_silenced(), profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
-    ) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    return _timeline_peak(prof)
+    return _allocation_peak(prof)
 
 
 @contextlib.contextmanager
@@ -80,16 +78,18 @@ def _native_stderr_silenced():
             os.close(saved)
 
 
-def _timeline_peak(prof: profile) -> int:
-    from torch.profiler._memory_profiler import Action
+def _allocation_peak(prof: profile) -> int:
+    """Peak of the running sum of the profiler's CPU allocation records (frees are negative), in time order.
 
+    The raw records, not torch.profiler's memory-timeline analysis: the same peak (checked on
+    every mechanism), 10 to 30 times faster on inputs of thousands of small operations.
+    """
+    records = [event for event in prof.profiler.kineto_results.events()
+               if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU]
     current = peak = 0
-    for _, action, _, size in prof._memory_profile().timeline:
-        if action == Action.CREATE:
-            current += size
-            peak = max(peak, current)
-        elif action == Action.DESTROY:
-            current -= size
+    for event in sorted(records, key=lambda event: event.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
     return peak
 
 

@@ -1,0 +1,62 @@
+"""Shared measurements of the benchmark suite, and the summary it writes to reports/benchmarks.md.
+
+Run the suite with ``python -m pytest benchmarks`` (about 15 minutes on a 2-core CPU; it is not
+part of the test suite). Every benchmark adds rows to a section; at the end of the session the
+sections are written, with the machine and the date, to ``reports/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from harness.store import write_atomic
+
+REPORT = Path(__file__).resolve().parent.parent / "reports" / "benchmarks.md"
+#: section title -> (introduction, rows)
+SECTIONS: dict[str, tuple[str, list[dict]]] = defaultdict(lambda: ("", []))
+
+
+def record(section: str, introduction: str, row: dict) -> None:
+    """Add one row to a section of reports/benchmarks.md."""
+    SECTIONS[section] = (introduction, SECTIONS[section][1] + [row])
+
+
+def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of ``repeats`` fp32 square matrix multiplies (2 n^3 FLOPs each)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+@pytest.fixture(scope="session")
+def matmul_peak() -> float:
+    peak = measure_matmul_peak()
+    record("Machine", "", {"fp32 matmul peak (GFLOP/s, 2048^2, best of 5)": round(peak / 1e9, 1),
+                           "torch threads": torch.get_num_threads()})
+    return peak
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if not SECTIONS:
+        return
+    lines = ["# Benchmarks", "",
+             f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} on {platform.processor() or platform.machine()}, "
+             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, by `python -m pytest benchmarks`. "
+             "Figures from one shared machine: compare within a run.", ""]
+    for title, (introduction, rows) in SECTIONS.items():
+        lines += [f"## {title}", ""] + ([introduction, ""] if introduction else [])
+        lines += [pd.DataFrame(rows).to_markdown(index=False), ""]
+    write_atomic(REPORT, "\n".join(lines))

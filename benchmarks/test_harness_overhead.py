@@ -1,0 +1,80 @@
+"""Harness overhead: the share of a `quick` run's wall time spent outside the model's own work.
+
+One run of the quick experiment (full_attention on passkey: 2000 training steps, 9 test cells)
+with timers around the model's work: the forward passes of training and evaluation, the backward
+passes and the optimizer steps. Everything else is the harness: building the task and model,
+generating (or loading) examples and batching them, the per-cell cost measurement (profiled
+passes for peak memory, FLOP counting, decode timing), scoring, writing the record and the
+report. Measured twice: with an empty example cache (the first run of a sweep) and with the cache
+that run filled (every later run). Target: overhead at most 10% of the wall time.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import harness.evaluate
+from conftest import record
+from harness.config import CONF_DIR, register_configs
+from harness.model import StreamingLM
+from harness.run import run
+
+
+class Timers:
+    """Seconds per category, counting only the outermost timed call (no double counting)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.active = False
+
+    def wrap(self, category, function):
+        def timed(*args, **kwargs):
+            if self.active:
+                return function(*args, **kwargs)
+            self.active = True
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[category] = self.seconds.get(category, 0.0) + time.perf_counter() - start
+                self.active = False
+        return timed
+
+
+def compose(overrides):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+@pytest.mark.parametrize("cache", ["empty cache", "filled cache"])
+def test_harness_overhead_of_a_quick_run(benchmark, monkeypatch, tmp_path_factory, cache):
+    cache_dir = tmp_path_factory.getbasetemp() / "example-cache"
+    timers = Timers()
+    monkeypatch.setattr(StreamingLM, "stream", timers.wrap("model forward", StreamingLM.stream))
+    monkeypatch.setattr(StreamingLM, "predict", timers.wrap("model forward", StreamingLM.predict))
+    monkeypatch.setattr(torch.Tensor, "backward", timers.wrap("model backward", torch.Tensor.backward))
+    monkeypatch.setattr(torch.optim.AdamW, "step", timers.wrap("optimizer step", torch.optim.AdamW.step))
+    monkeypatch.setattr(harness.evaluate, "measure_example", timers.wrap("cost measurement", harness.evaluate.measure_example))
+    results = tmp_path_factory.mktemp("results")
+    config = compose(["mechanism=full_attention", f"results_dir={results}", f"reports_dir={results / 'reports'}",
+                      f"cache_dir={cache_dir}", "progress=false"])
+    start = time.perf_counter()
+    outcome = benchmark.pedantic(run, args=(config,), rounds=1)
+    wall = time.perf_counter() - start
+    assert outcome["status"] == "ok"
+    model = sum(timers.seconds.get(key, 0.0) for key in ("model forward", "model backward", "optimizer step"))
+    measurement = timers.seconds.get("cost measurement", 0.0)
+    benchmark.extra_info.update(overhead=1 - model / wall)
+    record("Harness overhead of a quick run",
+           "full_attention on passkey with the quick experiment's settings; model = forward, backward and optimizer "
+           "step; overhead = the rest of the wall time (cost measurement included, and also shown alone). "
+           "Target: overhead <= 10%.",
+           {"example cache": cache, "wall s": round(wall, 1), "model s": round(model, 1),
+            "cost measurement s": round(measurement, 1), "other harness s": round(wall - model - measurement, 1),
+            "overhead": f"{1 - model / wall:.1%}", "overhead without cost measurement": f"{(wall - model - measurement) / wall:.1%}"})

@@ -1,13 +1,16 @@
 """Shared measurements of the benchmark suite, and the summary it writes to reports/benchmarks.md.
 
-Run the suite with ``python -m pytest benchmarks`` (about 15 minutes on a 2-core CPU; it is not
+Run the suite with ``python -m pytest benchmarks`` (about 20 minutes on a 2-core CPU; it is not
 part of the test suite). Every benchmark adds rows to a section; at the end of the session the
-sections are written, with the machine and the date, to ``reports/benchmarks.md``.
+sections are written, each with the machine and the date it was measured on, to
+``reports/benchmarks.md`` (and ``reports/benchmarks.json``). Sections a session did not run (say,
+``python -m pytest benchmarks/test_lstm_fused.py``) keep their last measurement.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import time
 from collections import defaultdict
@@ -20,13 +23,21 @@ import torch
 from harness.store import write_atomic
 
 REPORT = Path(__file__).resolve().parent.parent / "reports" / "benchmarks.md"
-#: section title -> (introduction, rows)
-SECTIONS: dict[str, tuple[str, list[dict]]] = defaultdict(lambda: ("", []))
+STORE = REPORT.with_suffix(".json")
+#: section title -> {"introduction", "measured", "rows"}, of this session
+SECTIONS: dict[str, dict] = defaultdict(lambda: {"introduction": "", "measured": "", "rows": []})
 
 
 def record(section: str, introduction: str, row: dict) -> None:
     """Add one row to a section of reports/benchmarks.md."""
-    SECTIONS[section] = (introduction, SECTIONS[section][1] + [row])
+    entry = SECTIONS[section]
+    entry.update(introduction=introduction, measured=_machine_and_date())
+    entry["rows"].append(row)
+
+
+def _machine_and_date() -> str:
+    return (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.processor() or platform.machine()}, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
 
 
 def measure_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
@@ -52,11 +63,13 @@ def matmul_peak() -> float:
 def pytest_sessionfinish(session, exitstatus) -> None:
     if not SECTIONS:
         return
-    lines = ["# Benchmarks", "",
-             f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} on {platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, by `python -m pytest benchmarks`. "
-             "Figures from one shared machine: compare within a run.", ""]
-    for title, (introduction, rows) in SECTIONS.items():
-        lines += [f"## {title}", ""] + ([introduction, ""] if introduction else [])
-        lines += [pd.DataFrame(rows).to_markdown(index=False), ""]
+    sections = json.loads(STORE.read_text()) if STORE.is_file() else {}
+    sections.update(SECTIONS)
+    lines = ["# Benchmarks", "", "Written by `python -m pytest benchmarks`; each section says when and where it was "
+             "measured. Figures from one shared machine: compare within a section.", ""]
+    for title, entry in sections.items():
+        lines += [f"## {title}", "", f"Measured {entry['measured']}.", ""]
+        lines += [entry["introduction"], ""] if entry["introduction"] else []
+        lines += [pd.DataFrame(entry["rows"]).to_markdown(index=False), ""]
+    write_atomic(STORE, json.dumps(sections, indent=1))
     write_atomic(REPORT, "\n".join(lines))

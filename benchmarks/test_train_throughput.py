@@ -2,8 +2,9 @@
 
 Shape (issue #8's default): d_model 256, 4 layers, 4 heads, batch 16, sequences of two segments of
 512 tokens (so that the memory of the segment mechanisms is read and written), vocabulary 256.
-Utilisation = the FLOPs torch's FlopCounterMode counts in one step (forward and backward: matrix
-multiplies and attention) per second of step time, over the fp32 matmul peak measured in the same
+Utilisation = the FLOPs counted in one step by torch's FlopCounterMode (forward and backward:
+matrix multiplies and attention, the full Q K^T and P V products as torch counts them; see
+``harness.measure.flop_counter``) per second of step time, over the fp32 matmul peak measured in the same
 session. ``plain transformer`` is torch.nn.TransformerEncoderLayer (pre-LN, causal) at the same
 shape, reading each segment alone: the reference for what the memory machinery costs.
 """
@@ -14,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 import harness
 from conftest import record
+from harness.measure import flop_counter
 
 SHAPE = {"vocab_size": 256, "d_model": 256, "n_layers": 4, "n_heads": 4}
 BATCH, SEGMENT, LENGTH = 16, 512, 1024
@@ -70,7 +71,7 @@ def test_training_step(benchmark, matmul_peak, mechanism):
         model = harness.build_model(mechanism, **SHAPE).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, SHAPE["vocab_size"], (BATCH, LENGTH))
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         training_step(model, optimizer, tokens)
     benchmark.pedantic(training_step, args=(model, optimizer, tokens), rounds=3, warmup_rounds=1)
     seconds = benchmark.stats.stats.mean

@@ -23,7 +23,7 @@ from harness.example_cache import ExampleCache
 from harness.measure import is_out_of_memory, measure_example, synchronize
 from harness.model import StreamingLM
 from harness.stats import mean_interval
-from harness.task import Task, stack
+from harness.task import Task, stack_tokens
 
 
 def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -76,7 +76,7 @@ def _score_cell(model, task, examples, knobs, config, segment_len, device):
     elapsed, tokens, per_sequence_state = 0.0, 0, 0
     for first in range(0, len(examples), config.batch_size):
         batch = examples[first : first + config.batch_size]
-        inputs, _ = stack(batch, device)
+        inputs = stack_tokens(batch, device)
         synchronize(device)
         start = time.perf_counter()
         predictions, state = model.predict(inputs, segment_len, task.generated_tokens)

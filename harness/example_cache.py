@@ -1,21 +1,28 @@
-"""Generated examples cached as Arrow files by Hugging Face ``datasets``, keyed by what made them.
+"""Generated examples cached as Arrow datasets (Hugging Face ``datasets``), keyed by what made them.
 
 Every run of a sweep trains on the same examples and meets the same test cells: the first run
-generates them into the cache (``Dataset.from_generator``, written atomically by ``datasets``),
-later runs memory-map them. The key is the fingerprint ``datasets`` takes of the generator's
-arguments: the task's options, the seed, the step lengths or cells, and a hash of the source of
+generates them and saves them (``Dataset.save_to_disk`` into a temporary directory, then one
+rename, so a killed run leaves no half-written cache), later runs memory-map them. The key is a
+hash of the task's name and options, the seed, the step lengths or the cells, and the source of
 the task's module and of the harness modules that generate examples, so that editing a generator
-invalidates its cache. Tasks with ``cacheable = False`` (the dataset-backed ones, whose
-tokenization ``datasets`` caches already) are generated directly.
+invalidates its cache. A cache entry that cannot be read is generated again. Tasks with
+``cacheable = False`` (the dataset-backed ones, whose tokenization ``datasets`` caches already)
+are generated directly.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
 import json
-from collections.abc import Iterator
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,8 +36,6 @@ GENERATOR_MODULES = ("harness.task", "harness.haystack", "harness.vocabulary")
 
 @functools.cache
 def code_version(module_name: str) -> str:
-    import importlib
-
     sources = [inspect.getsource(importlib.import_module(name)) for name in (module_name, *GENERATOR_MODULES)]
     return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
 
@@ -41,59 +46,79 @@ class ExampleCache:
     def __init__(self, directory: str | Path | None):
         self.directory = None if directory is None else Path(directory).expanduser()
 
-    def training_batches(self, task: Task, seed: int, lengths: list[int], batch_size: int) -> Callable[[int], list[Example]]:
-        """A function step -> the ``batch_size`` training examples of that step (of length lengths[step])."""
+    def training_batches(self, task: Task, seed: int, lengths: list[int],
+                         batch_size: int) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+        """A function step -> (tokens, training targets) [batch_size, lengths[step]] of that step's examples."""
         if self.directory is None or not task.cacheable:
-            return lambda step: task.training_examples(seed, step, batch_size, lengths[step])
-        data = self._dataset(_training_rows, task, seed=seed, lengths=json.dumps(list(lengths)), batch_size=batch_size)
-        return lambda step: _examples(data[step * batch_size : (step + 1) * batch_size])
+            return lambda step: _stacked(task.training_examples(seed, step, batch_size, lengths[step]))
+        data = self._dataset(task, {"split": "train", "seed": seed, "lengths": list(lengths), "batch_size": batch_size},
+                             lambda: (example for step, length in enumerate(lengths)
+                                      for example in task.training_examples(seed, step, batch_size, length)),
+                             columns=("tokens", "targets"))
+
+        table = data.with_format("arrow")[:]  # memory-mapped: only each step's slice is copied
+        columns = [table.column(name).combine_chunks() for name in ("tokens", "targets")]
+        flat = [(column.offsets.to_numpy(), column.values.to_numpy()) for column in columns]
+
+        def batch(step: int) -> tuple[np.ndarray, np.ndarray]:  # one length per step: [B, T] arrays
+            first, last = step * batch_size, (step + 1) * batch_size
+            return tuple(values[offsets[first] : offsets[last]].reshape(batch_size, -1).copy() for offsets, values in flat)
+
+        return batch
 
     def test_cells(self, task: Task, seed: int, cells: list[dict[str, Any]], count: int) -> list[list[Example]]:
         """The ``count`` test examples of every cell, in the order of ``cells``."""
         if self.directory is None or not task.cacheable:
             return [task.test_examples(seed, knobs, count) for knobs in cells]
-        data = self._dataset(_test_rows, task, seed=seed, cells=json.dumps(cells), count=count)
+        data = self._dataset(task, {"split": "test", "seed": seed, "cells": cells, "count": count},
+                             lambda: (example for knobs in cells for example in task.test_examples(seed, knobs, count)))
         return [_examples(data[index * count : (index + 1) * count]) for index in range(len(cells))]
 
-    def _dataset(self, rows: Callable[..., Iterator[dict[str, Any]]], task: Task, **spec: Any):
+    def _dataset(self, task: Task, spec: dict[str, Any], generate: Callable[[], Iterable[Example]],
+                 columns: tuple[str, ...] = ("tokens", "labels", "targets", "knobs", "info")):
         import datasets
 
-        datasets.disable_progress_bars()
-        arguments = {"task_name": task.name, "task_options": json.dumps(_options(task), sort_keys=True, default=str),
-                     "code": code_version(type(task).__module__), **spec}
-        data = datasets.Dataset.from_generator(
-            functools.partial(rows, task), gen_kwargs=arguments, cache_dir=str(self.directory),
-            features=datasets.Features({
-                "tokens": datasets.Sequence(datasets.Value("int64")), "labels": datasets.Sequence(datasets.Value("int64")),
-                "targets": datasets.Sequence(datasets.Value("int64")), "knobs": datasets.Value("string"),
-                "info": datasets.Value("string")}))
-        return data.with_format("numpy")
+        key = json.dumps({"task": task.name, "options": asdict(task.config), "code": code_version(type(task).__module__),
+                          "columns": columns, **spec}, sort_keys=True, default=str)
+        path = self.directory / task.name / hashlib.sha256(key.encode()).hexdigest()[:24]
+        if path.is_dir():
+            try:
+                return datasets.load_from_disk(str(path)).with_format("numpy")
+            except Exception as error:  # a damaged entry is a cache miss, not a failed run
+                warnings.warn(f"example cache {path} is unreadable ({type(error).__name__}: {error}); regenerating it")
+                shutil.rmtree(path, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+        try:
+            datasets.disable_progress_bars()
+            datasets.Dataset(_table(list(generate()), columns)).save_to_disk(str(scratch / "data"))
+            (scratch / "data" / "key.json").write_text(key)
+            os.replace(scratch / "data", path)
+        except OSError:
+            if not path.is_dir():  # another run stored the same entry first: use theirs
+                raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return datasets.load_from_disk(str(path)).with_format("numpy")
 
 
-def _options(task: Task) -> dict[str, Any]:
-    from dataclasses import asdict
+def _table(examples: list[Example], columns: tuple[str, ...]):
+    """One Arrow table of the examples: token arrays as list columns, knobs and info as JSON."""
+    import pyarrow as pa
 
-    return asdict(task.config)
+    def column(arrays: list[np.ndarray]):
+        offsets = np.concatenate(([0], np.cumsum([len(array) for array in arrays])))
+        return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(np.concatenate(arrays), pa.int64()))
 
-
-def _row(example: Example) -> dict[str, Any]:
-    return {"tokens": example.tokens.tolist(), "labels": example.labels.tolist(), "targets": example.training_targets.tolist(),
-            "knobs": json.dumps(example.knobs), "info": json.dumps(example.info)}
-
-
-# Lists reach the generators as JSON strings: `datasets` would split a list argument into shards.
-def _training_rows(task: Task, task_name: str, task_options: str, code: str, seed: int, lengths: str,
-                   batch_size: int) -> Iterator[dict[str, Any]]:
-    for step, length in enumerate(json.loads(lengths)):
-        for example in task.training_examples(seed, step, batch_size, length):
-            yield _row(example)
+    makers = {"tokens": lambda: column([e.tokens for e in examples]), "labels": lambda: column([e.labels for e in examples]),
+              "targets": lambda: column([e.training_targets for e in examples]),
+              "knobs": lambda: pa.array([json.dumps(e.knobs) for e in examples]),
+              "info": lambda: pa.array([json.dumps(e.info) for e in examples])}
+    return pa.table({name: makers[name]() for name in columns})
 
 
-def _test_rows(task: Task, task_name: str, task_options: str, code: str, seed: int, cells: str,
-               count: int) -> Iterator[dict[str, Any]]:
-    for knobs in json.loads(cells):
-        for example in task.test_examples(seed, knobs, count):
-            yield _row(example)
+def _stacked(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+    return np.stack([e.tokens for e in examples]), np.stack([e.training_targets for e in examples])
 
 
 def _examples(batch: dict[str, Any]) -> list[Example]:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from harness.model import StreamingLM
 from harness.task import Example
@@ -31,7 +31,28 @@ MEMORY_METHOD = {
     "cuda": "CUDA caching allocator peak (max_memory_allocated) above the region's start",
     "cpu": "torch.profiler allocation records (profile_memory) peak above the region's start",
 }
-FLOP_METHOD = "torch.utils.flop_counter.FlopCounterMode over the prefill"
+FLOP_METHOD = "torch.utils.flop_counter.FlopCounterMode over the prefill (CPU flash attention counted too)"
+
+
+def _cpu_attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def flop_counter() -> FlopCounterMode:
+    """torch's FlopCounterMode, taught the CPU flash-attention kernels that it does not count.
+
+    Without them, scaled_dot_product_attention on CPU counts 0 FLOPs while attention written as
+    matrix multiplies (Transformer-XL's) is counted. Attention is counted as torch counts it on
+    CUDA: the full Q K^T and P V products, whatever the mask skips.
+    """
+    return FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward_flops,
+    })
 
 
 class MemoryBudgetExceeded(RuntimeError):
@@ -115,7 +136,7 @@ def measure_example(
     peak = peak_memory(prefill, device)
     if max_memory_bytes is not None and peak > max_memory_bytes:
         raise MemoryBudgetExceeded(f"peak {peak} bytes exceeds eval.max_memory_gb ({max_memory_bytes} bytes)")
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         prefill()
     prefill()  # warm-up
     synchronize(device)

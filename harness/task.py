@@ -160,13 +160,9 @@ def answer_labels(length: int, answer: np.ndarray) -> np.ndarray:
     return labels
 
 
-def stack(examples: list[Example], device: torch.device, training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens and labels [B, T] of examples that share one length (training targets if ``training``)."""
+def stack_tokens(examples: list[Example], device: torch.device) -> torch.Tensor:
+    """Tokens [B, T] of examples that share one length."""
     lengths = {len(example.tokens) for example in examples}
     if len(lengths) != 1:
         raise ValueError(f"examples in one batch must share a length, got lengths {sorted(lengths)}")
-    tokens = torch.from_numpy(np.stack([example.tokens for example in examples])).to(device)
-    labels = torch.from_numpy(
-        np.stack([example.training_targets if training else example.labels for example in examples])
-    ).to(device)
-    return tokens, labels
+    return torch.from_numpy(np.stack([example.tokens for example in examples])).to(device)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from harness.config import TrainConfig
 from harness.example_cache import ExampleCache
 from harness.model import StreamingLM
-from harness.task import IGNORE, Task, stack
+from harness.task import IGNORE, Task
 
 
 class Diverged(RuntimeError):
@@ -54,7 +54,7 @@ def train(
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
-        inputs, labels = stack(batches(step), device, training=True)
+        inputs, labels = (torch.from_numpy(array).to(device) for array in batches(step))
         with autocast or contextlib.nullcontext():
             logits, _ = model.stream(inputs, model.init_state(config.batch_size), segment_len)
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)

@@ -185,3 +185,16 @@ def test_unbounded_mechanisms_have_no_budget_knob():
 
     with pytest.raises(ValueError, match="no knob"):
         MECHANISMS.get("full_attention").options_for_state_budget(4096, D, L, element_bytes=4)
+
+
+def test_flop_counter_counts_cpu_attention_as_its_matrix_multiplies():
+    from torch.nn import functional as F
+
+    from harness.measure import flop_counter
+
+    q, k, v = torch.randn(3, 2, 4, 32, 8).unbind(0)
+    with flop_counter() as fused:
+        F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    with flop_counter() as explicit:
+        (q @ k.transpose(-1, -2)).softmax(-1) @ v
+    assert fused.get_total_flops() == explicit.get_total_flops() == 2 * (2 * 2 * 4 * 32 * 32 * 8)

@@ -1,7 +1,7 @@
 """Streaming inference time and peak memory against context length, with fitted scaling exponents.
 
 Every mechanism reads contexts of 1k to 64k tokens (batch 1, no gradients) in segments of 512 at
-the quick experiment's model size; time is one pass after a warm-up, peak memory is measured as in
+the quick experiment's model size; time is the faster of two passes after a warm-up, peak memory is measured as in
 the results (torch.profiler's allocation records on CPU). The exponent is the slope of log time
 (or log peak memory) against log length over 4k..64k. Targets: bounded mechanisms linear in time
 (exponent <= 1.1) and constant in memory (peak at 64k within 1.2x of the peak at 4k); full
@@ -40,9 +40,12 @@ def test_streaming_scaling(benchmark, mechanism):
         read(model, torch.randint(0, 32, (1, 1024)))  # warm-up
         for length in LENGTHS:
             tokens = torch.randint(0, 32, (1, length))
-            start = time.perf_counter()
-            read(model, tokens)
-            seconds.append(time.perf_counter() - start)
+            timings = []
+            for _ in range(2):  # the faster of two passes: a shared machine's noise only ever adds time
+                start = time.perf_counter()
+                read(model, tokens)
+                timings.append(time.perf_counter() - start)
+            seconds.append(min(timings))
             peaks.append(peak_memory(lambda: read(model, tokens), torch.device("cpu")))
     benchmark.pedantic(read, args=(model, torch.randint(0, 32, (1, 4096))), rounds=1)
     fitted = [LENGTHS.index(length) for length in FITTED]

@@ -18,6 +18,10 @@ from harness.model import StreamingLM
 from harness.task import IGNORE, Task
 
 
+#: steps between two reads of the losses by the host (each read waits for the device)
+CHECK_EVERY = 50
+
+
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -48,7 +52,10 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
     lengths = np.random.default_rng([seed, 2]).integers(config.min_context_len, config.context_len + 1, config.steps)
     batches = (cache or ExampleCache(None)).training_batches(task, seed, lengths.tolist(), config.batch_size)
-    losses, tokens = [], 0
+    # losses stay on the device, read by the host every CHECK_EVERY steps: no sync in every step
+    losses = torch.zeros(config.steps, device=device)
+    totals = torch.zeros(config.steps, device=device)
+    tokens, checked = 0, 0
     start = time.perf_counter()
     bar = tqdm(range(config.steps), desc=f"train {model.mechanism_name}", disable=not progress, leave=False)
     for step in bar:
@@ -60,15 +67,24 @@ def train(
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         auxiliary = model.auxiliary_loss()
         total = loss if auxiliary is None else loss + auxiliary
-        if not torch.isfinite(total):
-            raise Diverged(f"training loss became {total.item()} at step {step}")
+        losses[step], totals[step] = loss.detach(), total.detach()
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
-        losses.append(loss.item())
         tokens += inputs.numel()
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        if (step + 1) % CHECK_EVERY == 0 or step + 1 == config.steps:
+            _check_finite(totals[checked : step + 1].cpu(), checked)
+            checked = step + 1
+            bar.set_postfix(loss=f"{losses[step].item():.3f}", refresh=False)
     wall = time.perf_counter() - start
-    tail = losses[-max(1, len(losses) // 10) :]
-    return TrainSummary(config.steps, float(np.mean(tail)), tokens, wall, tokens / wall if wall else 0.0)
+    tail = losses[-max(1, config.steps // 10) :]
+    return TrainSummary(config.steps, float(tail.mean()), tokens, wall, tokens / wall if wall else 0.0)
+
+
+def _check_finite(totals: torch.Tensor, first_step: int) -> None:
+    """Raise Diverged naming the first step (of those starting at ``first_step``) whose loss is not finite."""
+    bad = torch.nonzero(~torch.isfinite(totals))
+    if len(bad):
+        step = int(bad[0])
+        raise Diverged(f"training loss became {totals[step].item()} at step {first_step + step}")

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -42,6 +44,17 @@ def made_up_words(count: int, skip: int = 0) -> list[str]:
     if skip + count > len(pool) // 2:
         raise ValueError(f"only {len(pool) // 2} made-up words are reserved for keys and names, asked for {skip + count}")
     return list(pool[skip : skip + count])
+
+
+@dataclass
+class HaystackConfig:
+    """The haystack options of a task; its Config inherits them."""
+
+    haystack: str = "repeat"  # repeat | words | text
+    #: how many made-up words the `words` haystack draws from
+    noise_words: int = 256
+    #: the UTF-8 text file of the `text` haystack
+    corpus_path: Optional[str] = None
 
 
 class Haystack:

@@ -27,11 +27,11 @@ questions of 1/8 (a person) or 1/4 (an object), 0.15625.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from harness.haystack import Haystack, insert
+from harness.haystack import Haystack, HaystackConfig, insert
 from harness.registry import register_task
 from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.vocabulary import Vocabulary
@@ -54,15 +54,12 @@ CHANCE = {1: 1 / 6, 2: 1 / 6, 3: 1 / 6, 4: 1 / 6, 5: (1 / 8 + 1 / 8 + 1 / 4 + 1 
 
 
 @dataclass
-class BabiQaConfig(TaskConfig):
+class BabiQaConfig(HaystackConfig, TaskConfig):
     name: str = "babi_qa"
     #: sentences of a story (kinds 1, 2, 3 and 5)
     num_facts: int = 4
     #: question kinds drawn for training
     qa_kinds: list[int] = field(default_factory=lambda: list(QA_KINDS))
-    haystack: str = "repeat"  # repeat | words | text
-    noise_words: int = 256
-    corpus_path: Optional[str] = None
     grid: dict[str, list[Any]] = field(default_factory=lambda: {"qa": list(QA_KINDS)})
 
 

@@ -21,11 +21,11 @@ of values with all their digits right; chance 10^-value_digits).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from harness.haystack import Haystack, insert, made_up_words
+from harness.haystack import Haystack, HaystackConfig, insert, made_up_words
 from harness.registry import register_task
 from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.vocabulary import Vocabulary
@@ -36,7 +36,7 @@ DIGITS = [str(d) for d in range(10)]
 
 
 @dataclass
-class NiahConfig(TaskConfig):
+class NiahConfig(HaystackConfig, TaskConfig):
     name: str = "niah"
     #: keys with needles in the context; the ``num_keys - num_queries`` not asked are distractors
     num_keys: int = 1
@@ -45,9 +45,6 @@ class NiahConfig(TaskConfig):
     value_digits: int = 3
     #: pool of key names (made-up words) that keys are drawn from
     key_words: int = 64
-    haystack: str = "repeat"  # repeat | words | text
-    noise_words: int = 256
-    corpus_path: Optional[str] = None
     grid: dict[str, list[Any]] = field(default_factory=lambda: {"depth": [0.0, 0.5, 1.0]})
 
 

@@ -19,11 +19,11 @@ Knobs: ``context_len``. Metrics: ``exact_match`` (all ``num_hops + 1`` variables
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from harness.haystack import Haystack, insert, made_up_words
+from harness.haystack import Haystack, HaystackConfig, insert, made_up_words
 from harness.registry import register_task
 from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.vocabulary import Vocabulary
@@ -35,16 +35,13 @@ DIGITS = [str(d) for d in range(10)]
 
 
 @dataclass
-class VariableTrackingConfig(TaskConfig):
+class VariableTrackingConfig(HaystackConfig, TaskConfig):
     name: str = "variable_tracking"
     num_chains: int = 2
     num_hops: int = 2
     value_digits: int = 2
     #: pool of variable names (made-up words)
     name_words: int = 64
-    haystack: str = "repeat"  # repeat | words | text
-    noise_words: int = 256
-    corpus_path: Optional[str] = None
 
 
 @register_task("variable_tracking")

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.blocks import block_spans, causal_mask, keep_last
+from harness.blocks import block_so_far, block_spans, causal_mask, keep_last
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 from harness.rotary import Rotary
@@ -75,13 +75,13 @@ class InfiniAttention(Mechanism):
         outputs = []
         for start, end, earlier in block_spans(pos, T, N):
             piece = slice(start, end)
-            keys = torch.cat((state["k_rotated"][:, :, N - 1 - earlier :], k_rotated[:, :, piece]), dim=2)
-            values = torch.cat((state["v"][:, :, N - 1 - earlier :], v[:, :, piece]), dim=2)
+            keys = block_so_far(state["k_rotated"], k_rotated[:, :, piece], earlier)
+            values = block_so_far(state["v"], v[:, :, piece], earlier)
             local = F.scaled_dot_product_attention(q_rotated[:, :, piece], keys, values,
                                                    attn_mask=causal_mask(end - start, keys.shape[2], x.device))
             outputs.append(gate * retrieve(q[:, :, piece], memory, norm) + (1 - gate) * local)
             if earlier + end - start == N:  # the block is complete: write it into the memory
-                block_keys = torch.cat((state["k"][:, :, N - 1 - earlier :], k[:, :, piece]), dim=2)
+                block_keys = block_so_far(state["k"], k[:, :, piece], earlier)
                 memory, norm = self._write(memory, norm, block_keys, values)
         y = torch.cat(outputs, dim=2).transpose(1, 2).reshape(B, T, D)
         slots = N - 1

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.blocks import block_spans, causal_mask, keep_last
+from harness.blocks import block_so_far, block_spans, causal_mask, keep_last
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 from harness.rotary import Rotary
@@ -79,15 +79,15 @@ class Rmt(Mechanism):
         for start, end, earlier in block_spans(pos, T, N):
             piece = slice(start, end)
             memory_q, memory_k, memory_v = (self._heads(p) for p in self.qkv(memory).chunk(3, dim=-1))  # B, H, M, E
-            keys = torch.cat((state["k_rotated"][:, :, N - 1 - earlier :], k_rotated[:, :, piece]), dim=2)
-            values = torch.cat((state["v"][:, :, N - 1 - earlier :], v[:, :, piece]), dim=2)
+            keys = block_so_far(state["k_rotated"], k_rotated[:, :, piece], earlier)
+            values = block_so_far(state["v"], v[:, :, piece], earlier)
             visible = torch.cat((torch.ones(end - start, memory.shape[1], dtype=torch.bool, device=x.device),
                                  causal_mask(end - start, keys.shape[2], x.device)), dim=1)
             outputs.append(F.scaled_dot_product_attention(
                 q_rotated[:, :, piece], torch.cat((memory_k, keys), dim=2), torch.cat((memory_v, values), dim=2),
                 attn_mask=visible))
             if earlier + end - start == N:  # the block is complete: the memory slots write it
-                block_keys = torch.cat((state["k"][:, :, N - 1 - earlier :], k[:, :, piece]), dim=2)
+                block_keys = block_so_far(state["k"], k[:, :, piece], earlier)
                 written = F.scaled_dot_product_attention(memory_q, torch.cat((memory_k, block_keys), dim=2),
                                                          torch.cat((memory_v, values), dim=2))
                 memory = self.memory_norm(memory + self.out(written.transpose(1, 2).reshape(B, -1, D)))

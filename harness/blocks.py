@@ -27,6 +27,11 @@ def block_spans(pos: int, length: int, block: int) -> list[tuple[int, int, int]]
     return spans
 
 
+def block_so_far(pending: torch.Tensor, new: torch.Tensor, earlier: int) -> torch.Tensor:
+    """The ``earlier`` entries of the current block waiting at the end of ``pending``, then ``new`` (dim 2)."""
+    return torch.cat((pending[:, :, pending.shape[2] - earlier :], new), dim=2)
+
+
 def keep_last(buffer: torch.Tensor, new: torch.Tensor, slots: int) -> torch.Tensor:
     """The last ``slots`` entries along dim 2 of [buffer; new] (a buffer of fixed size)."""
     joined = torch.cat((buffer, new), dim=2)

@@ -257,7 +257,7 @@ def _sentences(words: list[str]) -> list[list[str]]:
     found = []
     for i, word in enumerate(words):
         if word in PEOPLE and i + 1 < len(words) and words[i + 1] in ("went", "picked", "dropped", "gave"):
-            found.append(words[i : i + (7 if words[i + 1] == "gave" else 5 if words[i + 1] == "went" else 5)])
+            found.append(words[i : i + (7 if words[i + 1] == "gave" else 5)])  # through the last word read
         elif word == "the" and i + 2 < len(words) and words[i + 1] in PLACES and words[i + 2] == "is":
             found.append(words[i : i + 7])
     return found

@@ -15,8 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import REPO, TINY
 
 DOCS = [REPO / "docs" / "adding-a-baseline.md", REPO / "docs" / "adding-a-task.md"]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pandas as pd
 import pytest
 
 from harness.figures import pareto_frontier
-from harness.report import Leaderboard, leaderboard_markdown, outcomes_frame, write_report
+from harness.report import Leaderboard, leaderboard_markdown, write_report
 from harness.store import OUTCOMES_FILE, write_run
 
 

@@ -88,7 +88,7 @@ def news(rng: np.random.Generator) -> tuple[str, str]:
         goods, jobs = pick(rng, GOODS), int(rng.integers(50, 900))
         facts = [f"A new factory making {goods} opened in {city} on {day}.",
                  f"The company expects to hire {jobs} workers this year, said its director {person}.",
-                 f"Local shops hope the factory will bring more customers."]
+                 "Local shops hope the factory will bring more customers."]
         summary = f"{goods.capitalize()} factory opens in {city} with {jobs} jobs."
     filler = [f"The weather in {pick(rng, CITIES)} stayed mild for most of the week.",
               f"Trains to {pick(rng, CITIES)} ran on time, the rail company said.",

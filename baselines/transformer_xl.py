@@ -21,7 +21,6 @@ token count for rotary), at any context length.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +29,7 @@ from torch.nn import functional as F
 
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
+from harness.relative_attention import causal_mask, relative_attention
 from harness.rotary import Rotary
 
 
@@ -90,25 +90,16 @@ class TransformerXL(Mechanism):
         H, E = self.n_heads, self.head_dim
         q = F.linear(x, self.qkv.weight[:D]).view(B, T, H, E).transpose(1, 2)  # B, H, T, E
         k, v = F.linear(torch.cat((context, x), dim=1), self.qkv.weight[D:]).view(B, M + T, 2, H, E).permute(2, 0, 3, 1, 4)  # 2, B, H, K, E
-        causal = torch.arange(M + T, device=x.device).view(1, M + T) <= torch.arange(M, M + T, device=x.device).view(T, 1)
         if self.config.position == "rotary":
             q, k = self.rotary(q, pos), self.rotary(k, pos - M)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, M + T, x.device))
         else:
-            bias = self.position_scores(q, M + T) / math.sqrt(E)  # B, H, T, K
-            bias = bias.masked_fill(~causal, float("-inf"))
-            y = F.scaled_dot_product_attention(q + self.u, k, v, attn_mask=bias)
+            y = relative_attention(q + self.u, q + self.v, k, v, self.distance_embeddings(M + T))
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
-    def position_scores(self, q: torch.Tensor, keys: int) -> torch.Tensor:
-        """(q_i + v) . W_r R_{i-j} for the last T of ``keys`` positions: B, H, T, K."""
-        T = q.shape[2]
-        distances = torch.arange(keys - 1, -1, -1, device=q.device, dtype=torch.float32)  # K-1 .. 0
+    def distance_embeddings(self, keys: int) -> torch.Tensor:
+        """W_r R_d for the distances d = keys - 1 down to 0, split into heads: H, K, E."""
+        distances = torch.arange(keys - 1, -1, -1, device=self.inv_freq.device, dtype=torch.float32)
         angles = torch.outer(distances, self.inv_freq)  # K, D/2
-        embedding = torch.cat((angles.sin(), angles.cos()), dim=-1).to(q.dtype)  # K, D
-        r = self.distance_proj(embedding).view(keys, self.n_heads, self.head_dim).transpose(0, 1)  # H, K, E
-        scores = (q + self.v) @ r.transpose(-1, -2)  # B, H, T, K: column c is distance K-1-c
-        # Query i (at key position K-T+i) and key j are K-T+i-j apart: column T-1-i+j.
-        rows = torch.arange(T, device=q.device).view(T, 1)
-        columns = (T - 1 - rows + torch.arange(keys, device=q.device).view(1, keys)).clamp(max=keys - 1)
-        return scores.gather(-1, columns.expand(*scores.shape[:2], T, keys))
+        embedding = torch.cat((angles.sin(), angles.cos()), dim=-1).to(self.distance_proj.weight.dtype)  # K, D
+        return self.distance_proj(embedding).view(keys, self.n_heads, self.head_dim).transpose(0, 1)

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.build import build_model, build_task
 from harness.config import NON_SEMANTIC_KEYS, RunConfig
+from harness.cpu_allocator import DESCRIPTION as ALLOCATOR
+from harness.cpu_allocator import retain_freed_memory
 from harness.evaluate import evaluate, grid_cells
 from harness.example_cache import ExampleCache
 from harness.measure import FLOP_METHOD, MEMORY_METHOD
@@ -134,6 +136,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "measurement": {"peak_memory": MEMORY_METHOD[plan.device.type], "flops": FLOP_METHOD,
                         "precision": config.precision},
     }
+    if plan.device.type == "cpu" and retain_freed_memory():
+        record["measurement"]["cpu_allocator"] = ALLOCATOR
     outcomes_csv = None
     try:
         precision = autocast(plan.device, config.precision)

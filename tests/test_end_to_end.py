@@ -27,6 +27,7 @@ def test_one_run_writes_a_record_and_a_report_then_skips_when_rerun(tmp_path):
     assert record["status"] == "ok" and record["mechanism"] == "sliding_window" and record["task"] == "passkey"
     assert record["parameters"] > 0 and record["training"]["steps"] == 3
     assert record["provenance"]["torch"] and "time" in record["provenance"]
+    assert record["measurement"]["cpu_allocator"].startswith("glibc")  # this machine's C library
     cells = pd.DataFrame([{**cell["knobs"], **cell} for cell in record["cells"]])
     assert sorted(set(zip(cells.context_len, cells.depth))) == [(48, 0.0), (48, 1.0), (64, 0.0), (64, 1.0)]
     assert set(cells.metric) == {"exact_match", "digit_accuracy"}

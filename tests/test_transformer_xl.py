@@ -6,24 +6,34 @@ import pytest
 import torch
 
 import harness
+from test_relative_attention import by_definition
 
 
 def xl(n_layers=1, **options):
     return harness.build_model("transformer_xl", vocab_size=17, d_model=16, n_layers=n_layers, n_heads=2, **options).double()
 
 
-def test_position_scores_follow_the_definition():
+def test_distance_embeddings_follow_the_definition():
     layer = xl().blocks[0].mixer
-    keys, T = 9, 4
-    q = torch.randn(2, 2, T, 8, dtype=torch.float64)
-    got = layer.position_scores(q, keys)
-    for i in range(T):
-        for j in range(keys - T + i + 1):  # the unmasked keys of query i
-            distance = keys - T + i - j
-            angles = distance * layer.inv_freq.double()
-            r = layer.distance_proj(torch.cat((angles.sin(), angles.cos())))  # D
-            expected = ((q[:, :, i] + layer.v[:, 0]) * r.view(2, 8)).sum(-1)  # B, H
-            torch.testing.assert_close(got[:, :, i, j], expected)
+    keys = 9
+    got = layer.distance_embeddings(keys)  # H, K, E: rows from distance K-1 down to 0
+    for distance in range(keys):
+        angles = distance * layer.inv_freq.double()
+        r = layer.distance_proj(torch.cat((angles.sin(), angles.cos())))  # W_r R_distance: D
+        torch.testing.assert_close(got[:, keys - 1 - distance], r.view(2, 8))
+
+
+def test_attention_follows_the_definition():
+    """score(i, j) = ((q_i + u) . k_j + (q_i + v) . W_r R_{i-j}) / sqrt(E), causal over [context; x]."""
+    layer = xl().blocks[0].mixer
+    with torch.no_grad():
+        layer.u.normal_(), layer.v.normal_()
+    x, context = torch.randn(2, 4, 16, dtype=torch.float64), torch.randn(2, 3, 16, dtype=torch.float64)
+    q = (x @ layer.qkv.weight[:16].T).view(2, 4, 2, 8).transpose(1, 2)
+    k, v = (torch.cat((context, x), 1) @ layer.qkv.weight[16:].T).view(2, 7, 2, 2, 8).permute(2, 0, 3, 1, 4)
+    y = by_definition(q + layer.u, q + layer.v, k, v, layer.distance_embeddings(7))
+    expected = layer.out(y.transpose(1, 2).reshape(2, 4, 16))
+    torch.testing.assert_close(layer.attend(x, context, 0), expected)
 
 
 @pytest.mark.parametrize("segment_len", [1, 3, 10])

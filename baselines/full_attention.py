@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.masks import causal_mask
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 from harness.rotary import Rotary
@@ -49,19 +50,10 @@ class FullAttention(Mechanism):
         v = torch.cat((state["v"], v), dim=2)
         if cached == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:  # one new token sees every key
+            y = F.scaled_dot_product_attention(q, k, v)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bottom_right_causal_mask(T, cached + T, x.device))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, cached + T, x.device))
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.out(y), {"k": k, "v": v}
 
-
-def bottom_right_causal_mask(queries: int, keys: int, device: torch.device) -> torch.Tensor | None:
-    """Causal mask [queries, keys] for the last ``queries`` of ``keys`` positions (None: all visible).
-
-    SDPA's ``is_causal=True`` aligns the mask top-left, which is wrong once a cache makes keys
-    outnumber queries; this mask is aligned bottom-right: query i sees keys up to
-    ``keys - queries + i``.
-    """
-    if queries == 1:
-        return None
-    return torch.ones(queries, keys, dtype=torch.bool, device=device).tril(diagonal=keys - queries)

@@ -29,7 +29,8 @@ from torch.nn import functional as F
 
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
-from harness.relative_attention import causal_mask, relative_attention
+from harness.masks import causal_mask
+from harness.relative_attention import relative_attention
 from harness.rotary import Rotary
 
 

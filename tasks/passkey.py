@@ -51,9 +51,10 @@ class Passkey(Task):
             raise ValueError(f"passkey: n_digits must be at least 1, got {config.n_digits}")
         super().__init__(config)
         self.filler = self.vocab.encode(FILLER)
+        self.repeated_filler = self.filler
         self.question = self.vocab.encode(QUESTION)
-        self.needle_prefix = self.vocab.encode(NEEDLE.split("{key}")[0])
-        self.needle_suffix = self.vocab.encode(NEEDLE.split("{key}")[2])
+        self.needle_prefix, self.needle_middle, self.needle_suffix = map(self.vocab.encode, NEEDLE.split("{key}"))
+        self.digit_ids = self.vocab.encode(" ".join(DIGITS))
 
     def build_vocabulary(self) -> Vocabulary:
         return Vocabulary([*FILLER.split(), *NEEDLE.replace("{key}", "").split(), *QUESTION.split(), *DIGITS])
@@ -72,11 +73,12 @@ class Passkey(Task):
         return {"context_len": context_len, "depth": float(rng.uniform(0.0, 1.0))}
 
     def generate(self, rng: np.random.Generator, context_len: int, depth: float) -> Example:
-        digits = " ".join(str(d) for d in rng.integers(0, 10, self.config.n_digits))
-        needle = self.vocab.encode(NEEDLE.format(key=digits))
-        answer = self.vocab.encode(digits)
+        answer = self.digit_ids[rng.integers(0, 10, self.config.n_digits)]  # the key
+        needle = np.concatenate((self.needle_prefix, answer, self.needle_middle, answer, self.needle_suffix))
         filler_len = context_len - len(needle) - len(self.question) - len(answer)
-        haystack = np.resize(self.filler, filler_len)
+        if len(self.repeated_filler) < filler_len:  # made once for the longest context so far
+            self.repeated_filler = np.resize(self.filler, 2 * filler_len)
+        haystack = self.repeated_filler[:filler_len]
         before = round(depth * filler_len)
         tokens = np.concatenate((haystack[:before], needle, haystack[before:], self.question, answer))
         labels = np.full(context_len, IGNORE, dtype=np.int64)

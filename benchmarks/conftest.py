@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from harness.cpu_allocator import retain_freed_memory
+from harness.measure import synchronize
 from harness.store import write_atomic
 
 retain_freed_memory()  # as memarena's runs on CPU do
@@ -43,25 +44,36 @@ def _machine_and_date() -> str:
             f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
 
 
-def measure_matmul_peak(size: int = 2048, seconds: float = 3.0) -> float:
-    """FLOP/s of the fastest fp32 square matrix multiply (2 n^3 FLOPs) in ``seconds`` of them.
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, size: int, seconds: float = 3.0) -> float:
+    """FLOP/s of the fastest square matrix multiply (2 n^3 FLOPs) in ``seconds`` of them.
 
     A few multiplies are not enough on a shared machine: the first ones after a quiet spell, or
     next to another process, ran at half speed, and a low peak inflates every utilisation."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     best, deadline = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < deadline:
+        synchronize(device)
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
 
 @pytest.fixture(scope="session")
 def matmul_peak() -> float:
-    peak = measure_matmul_peak()
-    record("Machine", "", {"fp32 matmul peak (GFLOP/s, 2048^2, fastest in 3 s)": round(peak / 1e9, 1),
-                           "torch threads": torch.get_num_threads()})
+    peak = measure_matmul_peak(torch.device("cpu"), torch.float32, 2048)
+    record("Machine", "", {"device": "CPU", "matmul peak (GFLOP/s, fastest in 3 s)": round(peak / 1e9, 1),
+                           "dtype": "fp32", "size": 2048, "torch threads": torch.get_num_threads()})
+    return peak
+
+
+@pytest.fixture(scope="session")
+def gpu_matmul_peak() -> float:
+    device = torch.device("cuda")
+    peak = measure_matmul_peak(device, torch.bfloat16, 8192)
+    record("Machine", "", {"device": torch.cuda.get_device_name(device), "matmul peak (GFLOP/s, fastest in 3 s)":
+                           round(peak / 1e9, 1), "dtype": "bf16", "size": 8192, "torch threads": torch.get_num_threads()})
     return peak
 
 

@@ -5,12 +5,18 @@ with timers around the model's work: the forward passes of training and evaluati
 backward passes, gradient clipping and the optimizer steps. Everything else is the harness:
 building the task and model, generating (or loading) examples and batching them, the per-cell
 cost measurement (profiled passes for peak memory, FLOP counting, decode timing), scoring,
-writing the record and the report; the largest parts are timed on their own. Measured twice: with an empty example cache (the first run of a sweep) and with the cache
-that run filled (every later run). Target: overhead at most 10% of the wall time.
+writing the record and the report; the largest parts are timed on their own. Measured twice: with
+an empty example cache (the first run of a sweep) and with the cache that run filled (every later
+run). Two libraries are imported on first use, once per process: torch._dynamo (by torch.optim's
+optimizers) and datasets (by the example cache). Their import time, measured in a fresh process,
+is shown apart and not counted in the overhead of a run (a sweep's runs share a process: the
+quick experiment pays it once for five runs). Target: overhead at most 10% of the wall time.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -51,6 +57,16 @@ class Timers:
         return lambda *args, **kwargs: self.wrap(category, timed_maker(*args, **kwargs))
 
 
+#: imported on first use inside a run, once per process
+FIRST_USE_IMPORTS = ("torch._dynamo", "datasets")
+
+
+def import_seconds() -> float:
+    """Seconds to import FIRST_USE_IMPORTS in a fresh process that has imported torch."""
+    code = f"import time, torch; start = time.perf_counter(); import {', '.join(FIRST_USE_IMPORTS)}; print(time.perf_counter() - start)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
 def compose(overrides):
     from hydra import compose as hydra_compose, initialize_config_dir
 
@@ -77,6 +93,9 @@ def test_harness_overhead_of_a_quick_run(benchmark, monkeypatch, tmp_path_factor
     results = tmp_path_factory.mktemp("results")
     config = compose(["mechanism=full_attention", f"results_dir={results}", f"reports_dir={results / 'reports'}",
                       f"cache_dir={cache_dir}", "progress=false"])
+    imports = import_seconds() if cache == "empty cache" else 0.0  # the first run of a process pays them
+    for name in FIRST_USE_IMPORTS:
+        __import__(name)
     start = time.perf_counter()
     outcome = benchmark.pedantic(run, args=(config,), rounds=1)
     wall = time.perf_counter() - start
@@ -89,8 +108,10 @@ def test_harness_overhead_of_a_quick_run(benchmark, monkeypatch, tmp_path_factor
            "full_attention on passkey with the quick experiment's settings; model = forward, loss, backward, "
            "clipping and optimizer step; overhead = the rest of the wall time, of which examples and batching "
            "(generated, or read from the cache), the per-cell cost measurement and the report are shown alone. "
-           "Target: overhead <= 10%.",
+           f"Imports of {' and '.join(FIRST_USE_IMPORTS)}, on first use once per process, measured in a fresh "
+           "process and not in the wall time; the last column counts them in. Target: overhead <= 10%.",
            {"example cache": cache, "wall s": round(wall, 1), "model s": round(model, 1),
             "examples and batches s": round(batches, 1), "cost measurement s": round(measurement, 1),
             "report s": round(report, 1), "rest s": round(wall - model - batches - measurement - report, 1),
-            "overhead": f"{1 - model / wall:.1%}"})
+            "overhead": f"{1 - model / wall:.1%}", "first-use imports s": round(imports, 1),
+            "overhead with imports": f"{1 - model / (wall + imports):.1%}"})

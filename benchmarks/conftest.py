@@ -1,6 +1,6 @@
 """Shared measurements of the benchmark suite, and the summary it writes to reports/benchmarks.md.
 
-Run the suite with ``python -m pytest benchmarks`` (about 20 minutes on a 2-core CPU; it is not
+Run the suite with ``python -m pytest benchmarks`` (about 12 minutes on a 2-core CPU; it is not
 part of the test suite). Every benchmark adds rows to a section; at the end of the session the
 sections are written, each with the machine and the date it was measured on, to
 ``reports/benchmarks.md`` (and ``reports/benchmarks.json``). Sections a session did not run (say,

@@ -65,3 +65,17 @@ def test_bf16_autocast_stays_close_to_fp32():
     for got_grad, expected_grad in zip(torch.autograd.grad(got.float().sum(), tensors), expected_grads):
         assert got_grad.dtype == torch.float32
         torch.testing.assert_close(got_grad, expected_grad, atol=0.1, rtol=0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_path_equals_the_cpu_path():
+    """On CUDA the bias's gradient comes from torch's SDPA kernels and autograd, not the fused CPU backward."""
+    tensors = inputs(16, 24, dtype=torch.float32)
+    on_gpu = [t.detach().cuda().requires_grad_() for t in tensors]
+    expected = relative_attention(*tensors)
+    got = relative_attention(*on_gpu)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-4, rtol=1e-4)
+    out_grad = torch.randn(expected.shape)
+    for got_grad, expected_grad in zip(torch.autograd.grad(got, on_gpu, out_grad.cuda()),
+                                       torch.autograd.grad(expected, tensors, out_grad)):
+        torch.testing.assert_close(got_grad.cpu(), expected_grad, atol=1e-4, rtol=1e-4)

@@ -11,9 +11,10 @@ to its own. Positions are relative (the paper's scheme):
     score(i, j) = (q_i + u) . k_j + (q_i + v) . W_r R_{i-j}
 
 with R the sinusoidal embedding of the distance i - j, W_r a projection and u, v biases, all per
-layer (the reference implementation's ``untie_r``, which its published runs use). ``position: rotary`` instead rotates queries and keys at absolute
-positions that continue across segments (then the layer has exactly full attention's
-parameters, and with ``mem_len`` covering the input it computes the same function).
+layer (the reference implementation's ``untie_r``, which its published runs use), computed by
+``harness.relative_attention`` (fused on CPU). ``position: rotary`` instead rotates queries and
+keys at absolute positions that continue across segments (then the layer has exactly full
+attention's parameters, and with ``mem_len`` covering the input it computes the same function).
 
 State: the memory, mem_len x D x bytes per element per layer and sequence once full (plus the
 token count for rotary), at any context length.
@@ -27,9 +28,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.masks import causal_mask
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
-from harness.masks import causal_mask
 from harness.relative_attention import relative_attention
 from harness.rotary import Rotary
 

@@ -6,7 +6,8 @@ Every figure is measured, not computed from a formula, and its method is named i
   what was allocated when the region started (so the weights are not counted). On CUDA from the
   caching allocator's peak statistics (reset before, synchronised after); on CPU from the
   allocation records of torch's profiler (``profile_memory=True``), summed in time order.
-- prefill: tokens/s reading the context up to the first answer position, after one warm-up.
+- prefill: tokens/s reading the context up to the first answer position, after one warm-up: the
+  median, minimum and maximum of ``PREFILL_REPEATS`` passes (a shared machine's noise shows).
 - decode: seconds per answer token fed one at a time after the prefill (p50 and p95).
 - FLOPs per token: torch's FlopCounterMode over the prefill (matrix multiplies and attention).
 """
@@ -31,6 +32,8 @@ MEMORY_METHOD = {
     "cuda": "CUDA caching allocator peak (max_memory_allocated) above the region's start",
     "cpu": "torch.profiler allocation records (profile_memory) peak above the region's start",
 }
+#: timed prefill passes per measured example
+PREFILL_REPEATS = 5
 FLOP_METHOD = "torch.utils.flop_counter.FlopCounterMode over the prefill (CPU flash attention counted too)"
 
 
@@ -139,11 +142,13 @@ def measure_example(
     with flop_counter() as counter:
         prefill()
     prefill()  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    _, state = prefill()
-    synchronize(device)
-    prefill_s = time.perf_counter() - start
+    rates = []
+    for _ in range(PREFILL_REPEATS):
+        synchronize(device)
+        start = time.perf_counter()
+        _, state = prefill()
+        synchronize(device)
+        rates.append(prompt_tokens.shape[1] / (time.perf_counter() - start))
     latencies = []
     for position in range(answer_tokens.shape[1]):
         start = time.perf_counter()
@@ -152,7 +157,9 @@ def measure_example(
         latencies.append(time.perf_counter() - start)
     return {
         "peak_memory_bytes": peak,
-        "prefill_tokens_per_s": prompt_tokens.shape[1] / prefill_s,
+        "prefill_tokens_per_s": float(np.median(rates)),
+        "prefill_tokens_per_s_min": min(rates),
+        "prefill_tokens_per_s_max": max(rates),
         "decode_latency_p50_s": float(np.percentile(latencies, 50)) if latencies else None,
         "decode_latency_p95_s": float(np.percentile(latencies, 95)) if latencies else None,
         "flops_per_token": counter.get_total_flops() / prompt_tokens.shape[1],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -9,9 +11,9 @@ import subprocess
 
 import pytest
 
-from harness.figures import leaderboard_html
-from harness.report import Leaderboard
-from test_report import OUTCOMES, RECORDS
+from harness.report import build_leaderboard
+from harness.report.html import leaderboard_html
+from test_report import config, store_run
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -43,16 +45,56 @@ def render(chromium: str, page: str, tmp_path) -> tuple[str, list[str]]:
     return result.stdout, errors
 
 
-def test_plots_render_without_console_errors(chromium, tmp_path):
-    page = leaderboard_html(Leaderboard(RECORDS, OUTCOMES), "demo")
-    dom, errors = render(chromium, page, tmp_path)
+#: appended to the page under test: lists every pair of text labels of one figure whose boxes overlap
+OVERLAP_PROBE = """<script>window.addEventListener('load', () => setTimeout(() => {
+  const found = [];
+  document.querySelectorAll('.js-plotly-plot').forEach((plot) => {
+    const boxes = [...plot.querySelectorAll('text')].filter((t) => t.textContent.trim())
+      .map((t) => [t.textContent, t.getBoundingClientRect()]).filter(([, b]) => b.width > 0 && b.height > 0);
+    boxes.forEach(([a, p], i) => boxes.slice(i + 1).forEach(([b, q]) => {
+      const w = Math.min(p.right, q.right) - Math.max(p.left, q.left);
+      const h = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top);
+      if (w > 1 && h > 1) found.push(plot.id + ': ' + a + ' / ' + b);
+    }));
+  });
+  const out = document.createElement('pre'); out.id = 'overlaps'; out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+}, 500));</script>"""
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> str:
+    """A report with the hard cases: long labels, OOM at the longest length, a depth knob, training curves."""
+    results = tmp_path_factory.mktemp("store") / "results"
+    curve = [{"step": step, "loss": 2.0 / step, "lr": 0.001} for step in (50, 100, 150)]
+    store_run(results, "fa", config("full_attention", 0), {64: 32}, oom=(128,), curve=curve)
+    store_run(results, "sw", config("sliding_window", 0, window=5), {64: 30, 128: 12}, curve=curve)
+    store_run(results, "sw2", config("sliding_window", 0, window=100), {64: 31, 128: 29}, curve=curve)
+    store_run(results, "cm", config("compressive", 0), {64: 32, 128: 31}, curve=curve)
+    store_run(results, "lstm", config("lstm_gated", 0), {64: 1, 128: 0}, curve=curve)
+    return leaderboard_html(build_leaderboard(results, "demo"), "demo", "Generated now.")
+
+
+def test_plots_render_without_console_errors_or_overlapping_labels(chromium, page, tmp_path):
+    dom, errors = render(chromium, page.replace("</body>", OVERLAP_PROBE + "</body>"), tmp_path)
     assert errors == []
     figures = page.count("Plotly.newPlot")
-    assert figures >= 4
+    assert figures >= 5
     assert dom.count('class="main-svg"') >= figures  # every figure drew its SVG
+    overlaps = re.search(r'<pre id="overlaps">(.*?)</pre>', dom, re.DOTALL)
+    assert overlaps is not None, "the overlap probe did not run"
+    assert json.loads(html.unescape(overlaps.group(1))) == []
 
 
-def test_a_script_error_would_be_caught(chromium, tmp_path):
-    page = leaderboard_html(Leaderboard(RECORDS, OUTCOMES), "demo").replace("</body>", "<script>missing()</script></body>")
-    _, errors = render(chromium, page, tmp_path)
+def test_overlapping_labels_would_be_caught(chromium, page, tmp_path):
+    crowded = page.replace('"tickvals":[64,128]', '"tickvals":[64,64.5,128]', 1).replace(
+        '"ticktext":["64","128"]', '"ticktext":["sixty-four","sixty-four and a half","128"]', 1)
+    assert crowded != page
+    dom, _ = render(chromium, crowded.replace("</body>", OVERLAP_PROBE + "</body>"), tmp_path)
+    overlaps = re.search(r'<pre id="overlaps">(.*?)</pre>', dom, re.DOTALL)
+    assert "sixty-four" in html.unescape(overlaps.group(1))
+
+
+def test_a_script_error_would_be_caught(chromium, page, tmp_path):
+    _, errors = render(chromium, page.replace("</body>", "<script>missing()</script></body>"), tmp_path)
     assert any("missing" in line for line in errors)

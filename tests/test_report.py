@@ -1,99 +1,233 @@
-"""Leaderboards from hand-made records: ranking, intervals, OOM, effective length, tests, files."""
+"""Leaderboards from synthetic stores: each defect a report once had, and the behaviour that replaced it.
+
+Every store here is written with ``write_run`` (config.yaml, outcomes.csv, result.json), as the
+harness writes a run, and read back by ``build_leaderboard``, as ``memarena-report`` does.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from harness.figures import pareto_frontier
-from harness.report import Leaderboard, leaderboard_markdown, write_report
+from harness.report import build_leaderboard, write_report
+from harness.report import display
+from harness.report.markdown import leaderboard_markdown
 from harness.store import OUTCOMES_FILE, write_run
 
-
-def cell(length, depth, value, status="ok", metric="exact_match"):
-    figures = {"state_bytes": 100, "peak_memory_bytes": 1000, "decode_latency_p50_s": 0.002,
-               "prefill_tokens_per_s": 5000.0, "ci_low": 0.0, "ci_high": 1.0, "n": 4}
-    return {"knobs": {"context_len": length, "depth": depth}, "metric": metric, "higher_is_better": True,
-            "status": status, "value": None if status == "oom" else value, "chance": 0.001,
-            **(figures if status == "ok" else {})}
+LENGTHS = (64, 128)
 
 
-def record(mechanism, seed, cells, status="ok", error=None):
-    return {"run_id": f"{mechanism}{seed}", "mechanism": mechanism, "task": "passkey", "seed": seed,
-            "parameters": 1234, "primary_metric": "exact_match", "status": status, "error": error,
-            "training": {"tokens_per_s": 100.0} if status == "ok" else None, "cells": cells,
-            "provenance": {"git_commit": "abc", "git_dirty": False, "device": "cpu", "torch": "2", "time": "t"}}
+def config(mechanism: str, seed: int, budget=None, **options) -> dict:
+    return {"name": "demo", "mechanism": {"name": mechanism, **options}, "task": {"name": "passkey", "n_digits": 3},
+            "model": {"d_model": 64}, "train": {"steps": 100, "lr": 0.003}, "eval": {"grid": {"context_len": list(LENGTHS)}},
+            "seed": seed, "state_budget_bytes": budget, "results_dir": "results", "progress": False}
 
 
-def outcomes(mechanism, seed, per_cell):
-    """4 examples per cell; per_cell maps (length, depth) to the number right."""
-    rows = [{"context_len": length, "depth": depth, "example": i, "metric": "exact_match",
-             "value": float(i < right), "mechanism": mechanism, "task": "passkey", "seed": seed}
-            for (length, depth), right in per_cell.items() for i in range(4)]
-    return pd.DataFrame(rows)
+def store_run(results, run_id, cfg, right, status="ok", metric="exact_match", higher_is_better=True,
+              examples=32, curve=None, oom=(), values=None):
+    """One run whose cell at each length gets ``right[length]`` examples right (or ``values[length]``)."""
+    cells, outcomes = [], []
+    for length in LENGTHS:
+        knobs = {"context_len": length, "depth": 0.5}
+        if status != "ok":
+            break
+        if length in oom:
+            cells.append({"knobs": knobs, "metric": metric, "higher_is_better": higher_is_better, "status": "oom",
+                          "error": "out of memory", "n": 0, "value": None, "chance": 0.001})
+            continue
+        scores = values[length] if values else [float(i < right[length]) for i in range(examples)]
+        outcomes += [{**knobs, "example": i, "metric": metric, "value": v} for i, v in enumerate(scores)]
+        cells.append({"knobs": knobs, "metric": metric, "higher_is_better": higher_is_better, "status": "ok",
+                      "n": len(scores), "value": float(np.mean(scores)), "ci_low": 0.0, "ci_high": 1.0,
+                      "chance": 0.001, "state_bytes": 1024 * (1 + cfg["seed"]), "peak_memory_bytes": 389248,
+                      "decode_latency_p50_s": 0.001, "decode_latency_p95_s": 0.002, "prefill_tokens_per_s": 29299.0,
+                      "prefill_tokens_per_s_min": 25000.0, "prefill_tokens_per_s_max": 30000.0})
+    record = {"run_id": run_id, "experiment": "demo", "mechanism": cfg["mechanism"]["name"], "task": "passkey",
+              "seed": cfg["seed"], "parameters": 103680, "primary_metric": metric, "status": status,
+              "error": None if status == "ok" else "RuntimeError: boom\nTraceback ...",
+              "training": {"steps": 100, "final_loss": 0.5, "tokens_per_s": 29299.0, "curve": curve or []}
+              if status == "ok" else None,
+              "cells": cells, "provenance": {"git_commit": "abc", "time": f"2026-01-01T00:00:{len(run_id):02d}"}}
+    write_run(results / "demo" / run_id, yaml.safe_dump(cfg), record,
+              pd.DataFrame(outcomes).to_csv(index=False) if outcomes else None)
 
 
-RECORDS = [
-    record("strong", 0, [cell(64, 0.0, 1.0), cell(64, 1.0, 1.0), cell(128, 0.0, 1.0), cell(128, 1.0, 0.5)]),
-    record("weak", 0, [cell(64, 0.0, 0.5), cell(64, 1.0, 0.0), cell(128, 0.0, None, "oom"), cell(128, 1.0, 0.0)]),
-    record("broken", 0, [], status="failed", error="RuntimeError: boom\nTraceback ..."),
-]
-OUTCOMES = pd.concat([outcomes("strong", 0, {(64, 0.0): 4, (64, 1.0): 4, (128, 0.0): 4, (128, 1.0): 2}),
-                      outcomes("weak", 0, {(64, 0.0): 2, (64, 1.0): 0, (128, 1.0): 0})])
+def board(tmp_path, threshold=0.85):
+    return build_leaderboard(tmp_path / "results", "demo", threshold)
 
 
-def test_summary_ranks_pools_examples_and_shows_oom():
-    board = Leaderboard(RECORDS, OUTCOMES, threshold=0.9)
-    summary = board.summary("passkey")
-    assert list(summary.index) == ["strong", "weak"]
-    assert summary.loc["strong", "exact_match @64"].startswith("1.000 [0.68, 1.00]")  # Wilson 8/8
-    assert summary.loc["strong", "exact_match @128"].startswith("0.750 [")
-    assert summary.loc["weak", "exact_match @128"] == "OOM"
-    assert summary.loc["strong", "effective length"] == 64 and summary.loc["weak", "effective length"] == 0
-    assert summary.loc["strong", "seeds"] == 1
-
-
-def test_detail_and_head_to_head():
-    board = Leaderboard(RECORDS, OUTCOMES)
-    detail = board.detail("passkey")
-    assert detail.loc[("weak", 0.0), 128] == "OOM" and detail.loc[("weak", 0.0), 64] == 0.5
-    [row] = board.head_to_head("passkey").to_dict("records")
-    # 12 shared examples (the OOM cell has none): strong right and weak wrong on 2 + 4 + 2 = 8, never the reverse
-    assert row["pairs"] == 12 and row["test"] == "exact McNemar"
-    assert row["p"] == pytest.approx(float(f"{2 * 0.5**8:.3g}")) and row["significant"] == "yes"
-
-
-def test_seeds_use_a_bootstrap_interval():
-    records = [record("m", seed, [cell(64, 0.5, value)]) for seed, value in enumerate([0.5, 0.75, 1.0])]
-    lengths = Leaderboard(records, pd.DataFrame()).by_length("passkey")
-    [row] = lengths.to_dict("records")
-    assert row["value"] == pytest.approx(0.75) and 0.5 <= row["ci_low"] < 0.75 < row["ci_high"] <= 1.0
-
-
-def test_markdown_lists_everything():
-    text = leaderboard_markdown(Leaderboard(RECORDS, OUTCOMES), "demo")
-    assert "## passkey" in text and "Head to head" in text and "OOM" in text
-    assert "## Runs without results" in text and "RuntimeError: boom" in text and "Traceback" not in text
-    assert "from 3 stored run(s)" in text
-
-
-def test_pareto_frontier():
-    points = pd.DataFrame({"cost": [1, 2, 3, 4], "score": [0.2, 0.1, 0.9, 0.8]}, index=list("abcd"))
-    assert list(pareto_frontier(points).index) == ["a", "c"]
-
-
-def test_write_report_files_and_unreadable_outcomes(tmp_path):
+def test_a_budget_sweep_gives_one_row_per_configuration_and_pairs_only_within_a_budget(tmp_path):
     results = tmp_path / "results"
-    for r in RECORDS:
-        rows = OUTCOMES[OUTCOMES["mechanism"] == r["mechanism"]].drop(columns=["mechanism", "task", "seed"])
-        write_run(results / "demo" / r["run_id"], "x: 1", {k: v for k, v in r.items()}, rows.to_csv(index=False))
-    (results / "demo" / "weak0" / OUTCOMES_FILE).write_text("\x00garbage")
-    with pytest.warns(UserWarning, match="weak0"):
+    # at 4 KiB sliding_window wins on 4 examples; at 64 KiB transformer_xl on 4: pooled, a spurious difference
+    for budget, window, mem_len, sw, txl in ((4096, 5, 8, 20, 16), (65536, 100, 120, 30, 30)):
+        store_run(results, f"sw{budget}", config("sliding_window", 0, budget, window=window), {64: sw, 128: sw})
+        store_run(results, f"txl{budget}", config("transformer_xl", 0, budget, mem_len=mem_len), {64: txl, 128: txl})
+    leaderboard = board(tmp_path)
+    accuracy = display.accuracy_table(leaderboard, "passkey")
+    assert sorted(accuracy["configuration"]) == ["sliding_window window=100", "sliding_window window=5",
+                                                 "transformer_xl mem_len=120", "transformer_xl mem_len=8"]
+    assert sorted(accuracy["budget"]) == [4096, 4096, 65536, 65536]
+    tests = leaderboard.tests("passkey")
+    assert len(tests) == 2 and (tests["pairs"] == 64).all()  # one pair per budget, never across budgets
+    assert set(tests["A"].str.extract(r"budget=(\d+)")[0]) == set(tests["B"].str.extract(r"budget=(\d+)")[0])
+    budget = display.budget_table(leaderboard, "passkey")
+    assert list(budget.columns) == ["mechanism", "budget 4 KiB", "budget 64 KiB"]
+
+
+def test_two_seeds_that_agree_keep_the_evaluation_noise_in_their_interval(tmp_path):
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        store_run(results, f"fa{seed}", config("full_attention", seed), {64: 32, 128: 32})
+    [entry] = board(tmp_path).by_length("passkey").query("context_len == 64").to_dict("records")
+    assert entry["seeds"] == 2 and entry["method"] == "two-level bootstrap"
+    assert entry["value"] == 1.0 and entry["ci_high"] == 1.0 and 0.9 < entry["ci_low"] < 0.99  # Wilson of 64, not [1, 1]
+
+
+def test_several_seeds_interval_covers_training_variance(tmp_path):
+    results = tmp_path / "results"
+    for seed, right in enumerate((8, 16, 30)):  # seeds disagree far more than 32 examples can explain
+        store_run(results, f"lstm{seed}", config("lstm_gated", seed), {64: right, 128: right})
+    leaderboard = board(tmp_path)
+    [entry] = leaderboard.by_length("passkey").query("context_len == 64").to_dict("records")
+    assert entry["value"] == pytest.approx(54 / 96)  # the mean of the seed means, not the median (0.5)
+    pooled_wilson_width = 0.19  # Wilson of 54/96 is about [0.46, 0.66]
+    assert entry["ci_high"] - entry["ci_low"] > 1.5 * pooled_wilson_width
+    assert entry["ci_low"] < 16 / 32 < entry["ci_high"]
+    assert display.accuracy_table(leaderboard, "passkey")["seed means"].iloc[0] == "0.25..0.94"
+
+
+def test_paired_tests_with_seeds_take_the_seed_as_the_unit(tmp_path):
+    results = tmp_path / "results"
+    # A beats B by 12 examples with seed 0, B beats A by 10 with seed 1: pooled McNemar would call it
+    for seed, (a, b) in enumerate(((28, 16), (14, 24))):
+        store_run(results, f"a{seed}", config("sliding_window", seed, window=8), {64: a, 128: a})
+        store_run(results, f"b{seed}", config("transformer_xl", seed, mem_len=8), {64: b, 128: b})
+    [test] = board(tmp_path).tests("passkey").to_dict("records")
+    assert test["test"] == "seed t-test" and test["seeds"] == 2 and test["pairs"] == 128
+    assert test["p"] > 0.5 and test["significant"] == "no"
+    assert test["diff_low"] < 0 < test["diff_high"]
+
+
+def test_one_seed_tests_compare_checkpoints_with_an_effect_size(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "a", config("sliding_window", 0), {64: 32, 128: 30})
+    store_run(results, "b", config("transformer_xl", 0), {64: 20, 128: 10})
+    leaderboard = board(tmp_path)
+    [test] = leaderboard.tests("passkey").to_dict("records")
+    assert test["test"] == "mcnemar" and test["difference"] == pytest.approx(32 / 64)
+    assert 0.35 < test["diff_low"] < 0.5 < test["diff_high"] < 0.65
+    notes = " ".join(display.test_notes(leaderboard, "passkey"))
+    assert "compares two trained checkpoints" in notes
+
+
+def test_out_of_memory_ranks_as_failure_and_its_pairs_are_counted(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "fa", config("full_attention", 0), {64: 32}, oom=(128,))
+    store_run(results, "sw", config("sliding_window", 0), {64: 24, 128: 20})
+    leaderboard = board(tmp_path)
+    ranking = leaderboard.ranking("passkey")
+    assert list(ranking.index) == ["sliding_window", "full_attention"]  # 0.69 beats (1.0 + OOM as 0) / 2
+    accuracy = display.accuracy_table(leaderboard, "passkey").set_index("configuration")
+    assert accuracy.loc["full_attention", "exact_match @128"] == "OOM"
+    assert accuracy.loc["full_attention", "effective length"] == "64"
+    [test] = leaderboard.tests("passkey").to_dict("records")
+    assert test["pairs"] == 32 and test["dropped"] == 32
+    assert "32 example pair(s) dropped" in " ".join(display.test_notes(leaderboard, "passkey"))
+
+
+def test_failed_runs_are_ranked_last_and_listed(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "weak", config("lstm_gated", 0), {64: 1, 128: 0})
+    store_run(results, "broken", config("rmt", 0), {}, status="diverged")
+    leaderboard = board(tmp_path)
+    assert list(leaderboard.ranking("passkey").index) == ["lstm_gated", "rmt"]
+    text = leaderboard_markdown(leaderboard, "demo", "Generated now.")
+    assert "| 2      | rmt" in text and "DIVERGED" in text and "## Runs without results" in text
+    assert "RuntimeError: boom" in text and "Traceback" not in text
+
+
+def test_effective_length_is_strictly_above_the_threshold_and_censored(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "all", config("full_attention", 0), {64: 32, 128: 32})
+    store_run(results, "none", config("lstm_gated", 0), {64: 10, 128: 32})  # passing after failing counts not
+    store_run(results, "edge", config("sliding_window", 0), {64: 32, 128: 16})
+    effective = board(tmp_path, threshold=0.5).effective_length("passkey")
+    assert effective["full_attention"] == ">= 128" and effective["lstm_gated"] == "< 64"
+    assert effective["sliding_window"] == "64"  # 16/32 = 0.5 is not above 0.5
+
+
+def test_ranking_follows_higher_is_better(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "a", config("full_attention", 0), {}, metric="error_rate", higher_is_better=False,
+              values={64: [0.1] * 4, 128: [0.2] * 4})
+    store_run(results, "b", config("lstm_gated", 0), {}, metric="error_rate", higher_is_better=False,
+              values={64: [0.6] * 4, 128: [0.9] * 4})
+    assert list(board(tmp_path).ranking("passkey").index) == ["full_attention", "lstm_gated"]
+
+
+def test_bounded_continuous_metric_interval_stays_inside_its_range(tmp_path):
+    results = tmp_path / "results"
+    f1 = [0.0] * 30 + [0.3, 0.4]  # a t interval would go below 0: "0.021 [-0.02, 0.06]"
+    store_run(results, "a", config("full_attention", 0), {}, metric="f1", values={64: f1, 128: f1})
+    [entry] = board(tmp_path).by_length("passkey").query("context_len == 64").to_dict("records")
+    assert entry["method"] == "bootstrap" and entry["ci_low"] >= 0 and entry["ci_high"] > entry["value"]
+
+
+def test_ties_share_a_marked_rank_and_tables_are_formatted(tmp_path):
+    results = tmp_path / "results"
+    for mechanism in ("full_attention", "compressive"):
+        store_run(results, mechanism, config(mechanism, 0), {64: 32, 128: 32})
+    store_run(results, "lstm", config("lstm_gated", 0), {64: 2, 128: 0})
+    leaderboard = board(tmp_path)
+    assert list(leaderboard.ranking("passkey")["rank"]) == ["1=", "1=", "3"]
+    costs = display.cost_table(leaderboard, "passkey")
+    assert costs["peak memory @128"].iloc[0] == "380 KiB" and costs["prefill tokens/s"].iloc[0] == "29.3k (25k..30k)"
+    assert costs["decode ms/token @128"].iloc[0] == "1 (p95 2)"
+    detail = display.detail_table(leaderboard, "passkey")
+    assert list(detail.columns) == ["configuration", "depth", "@64", "@128"]  # no tuples as labels
+    text = leaderboard_markdown(leaderboard, "demo", "Generated now.")
+    assert max(len(line) for line in text.splitlines() if line.startswith("|")) < 200
+
+
+def test_training_that_was_still_falling_is_flagged(tmp_path):
+    results = tmp_path / "results"
+    falling = [{"step": s, "loss": 3.0 - s / 100, "lr": 0.003} for s in (50, 100, 150, 200)]
+    flat = [{"step": s, "loss": 0.1, "lr": 0.003} for s in (50, 100, 150, 200)]
+    store_run(results, "a", config("full_attention", 0), {64: 32, 128: 32}, curve=flat)
+    store_run(results, "b", config("lstm_gated", 0), {64: 2, 128: 0}, curve=falling)
+    leaderboard = board(tmp_path)
+    costs = display.cost_table(leaderboard, "passkey").set_index("configuration")
+    assert costs.loc["lstm_gated", "training"].startswith("loss still falling")
+    assert costs.loc["full_attention", "training"] == ""
+    assert "lstm_gated seed 0" in display.training_note(leaderboard, "passkey")
+
+
+def test_duplicate_records_of_one_configuration_and_seed_are_not_pooled(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "old", config("full_attention", 0), {64: 10, 128: 10})
+    store_run(results, "newer", config("full_attention", 0), {64: 30, 128: 30})
+    with pytest.warns(UserWarning, match="repeats configuration"):
+        leaderboard = board(tmp_path)
+    [entry] = leaderboard.by_length("passkey").query("context_len == 64").to_dict("records")
+    assert entry["seeds"] == 1 and entry["n"] == 32 and entry["value"] == pytest.approx(30 / 32)
+
+
+def test_write_report_files_html_explains_and_unreadable_outcomes_are_named(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "fa", config("full_attention", 0), {64: 32, 128: 30})
+    store_run(results, "sw", config("sliding_window", 0), {64: 20, 128: 8})
+    (results / "demo" / "sw" / OUTCOMES_FILE).write_text("\x00garbage")
+    with pytest.warns(UserWarning, match="sw"):
         write_report(results, tmp_path / "reports", "demo")
     directory = tmp_path / "reports" / "demo"
     csv = pd.read_csv(directory / "leaderboard.csv")
-    assert {"mechanism", "context_len", "depth", "metric", "value", "status"} <= set(csv.columns)
-    assert len(csv) == 8
+    assert {"row", "mechanism", "context_len", "depth", "metric", "value", "status"} <= set(csv.columns)
     page = (directory / "index.html").read_text()
-    assert page.count("Plotly.newPlot") >= 4 and page.count("plotly.js v") == 1
-    assert "figure-1" in page and "Provenance" in page
+    markdown = (directory / "leaderboard.md").read_text()
+    for sentence in ("How to read this report", "Effective length (RULER)", "evaluation noise only",
+                     "Times depend on the machine"):
+        assert sentence in page and sentence in markdown
+    assert "<th>mechanism</th>" not in page and "<th></th>" not in page  # no empty index header row
+    assert page.count("plotly.js v") == 1 and "Provenance" in page

@@ -1,0 +1,136 @@
+"""The runs of an experiment as report rows: a row is a configuration, never a mechanism name alone.
+
+Runs are grouped by every resolved config key that differs between the runs of a task, the seed
+excepted (mechanism options, state budget, model, training, precision, evaluation settings...).
+Keys that vary within one mechanism's runs name the row (``transformer_xl mem_len=8``); keys that
+vary outside the mechanism group (a state budget, a model size, a learning rate) are the row's
+*setting*: shown as columns, and paired tests only compare rows of the same setting, which also
+guarantees they met the same test examples. The evaluation grid and the task's grid are the
+report's columns, not parts of a configuration.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from harness.config import NON_SEMANTIC_KEYS
+from harness.store import CONFIG_FILE, OUTCOMES_FILE, load_experiment
+
+#: keys that never separate two runs into two rows: the replicate, and the grids (report columns)
+NOT_CONFIGURATION = ("seed", "eval.grid", "task.grid", *NON_SEMANTIC_KEYS)
+#: short names of setting keys in labels and column headers
+SHORT_NAMES = {"state_budget_bytes": "budget"}
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become tuples so that values are hashable."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def read_config(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The run's resolved config, flattened; a run without a readable one is known by its mechanism only."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=False)
+        if not isinstance(config, dict):
+            raise ValueError("not a mapping")
+    except Exception as error:  # OmegaConf raises several types for unreadable YAML
+        warnings.warn(f"{run_dir / CONFIG_FILE}: unreadable config ({error}); the run is grouped by mechanism "
+                      "name only", stacklevel=2)
+        config = {}
+    flat = flatten(config)
+    flat.setdefault("mechanism.name", record["mechanism"])
+    flat.setdefault("task.name", record["task"])
+    return flat
+
+
+def configuration_keys(configs: pd.DataFrame) -> tuple[dict[str, list[str]], list[str]]:
+    """Per mechanism, the mechanism keys that vary among its runs; and the setting keys that vary at all."""
+    keys = [key for key in configs.columns if not key.startswith(NOT_CONFIGURATION)]
+    varying = [key for key in keys if configs[key].astype(str).nunique(dropna=False) > 1]
+    settings = [key for key in varying if not key.startswith("mechanism.")]
+    per_mechanism = {
+        mechanism: [key for key in varying if key.startswith("mechanism.") and key != "mechanism.name"
+                    and group[key].astype(str).nunique(dropna=False) > 1]
+        for mechanism, group in configs.groupby("mechanism.name")
+    }
+    return per_mechanism, settings
+
+
+def short_name(key: str) -> str:
+    return SHORT_NAMES.get(key, key.rsplit(".", 1)[-1])
+
+
+def _assignment(key: str, value: Any) -> str:
+    return f"{short_name(key)}={'null' if value is None or value != value else value}"
+
+
+def runs_frame(results_dir: Path, experiment: str) -> pd.DataFrame:
+    """One row per stored run (every status), with its configuration row, setting and record."""
+    records = load_experiment(results_dir, experiment)
+    entries = []
+    for record in records:
+        config = read_config(Path(results_dir) / experiment / record["run_id"], record)
+        entries.append((record, config))
+    return label_runs(entries)
+
+
+def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataFrame:
+    """Label each (record, flat config) with its row and setting, task by task; one run per (row, seed)."""
+    frames = []
+    for task in sorted({record["task"] for record, _ in entries}):
+        chosen = [(record, config) for record, config in entries if record["task"] == task]
+        configs = pd.DataFrame([config for _, config in chosen])
+        per_mechanism, settings = configuration_keys(configs)
+        rows = []
+        for record, config in chosen:
+            config = {key: config.get(key) for key in configs.columns}
+            mechanism = record["mechanism"]
+            label = " ".join([mechanism, *(_assignment(key, config[key]) for key in per_mechanism.get(mechanism, []))])
+            setting = ", ".join(_assignment(key, config[key]) for key in settings)
+            rows.append({"task": task, "row": f"{label} ({setting})" if setting else label, "label": label,
+                         "setting": setting, "mechanism": mechanism, "seed": record["seed"], "run_id": record["run_id"],
+                         "status": record["status"], "record": record,
+                         **{short_name(key): config[key] for key in settings}})
+        frames.append(_one_per_seed(pd.DataFrame(rows)))
+    if not frames:
+        return pd.DataFrame(columns=["task", "row", "label", "setting", "mechanism", "seed", "run_id", "status", "record"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _one_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """Keep the newest record of each (row, seed): a duplicate would be pooled as if it were more data."""
+    newest = runs.assign(time=[str(record.get("provenance", {}).get("time") or "") for record in runs["record"]])
+    newest = newest.sort_values("time").drop_duplicates(["row", "seed"], keep="last")
+    for row in runs[~runs.index.isin(newest.index)].itertuples():
+        warnings.warn(f"run {row.run_id} repeats configuration {row.row!r} seed {row.seed} of another stored run; "
+                      "only the newest is reported", stacklevel=3)
+    return newest.drop(columns="time").sort_index()
+
+
+def outcomes_frame(results_dir: Path, experiment: str, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-example outcomes of the complete runs, with row and seed; an unreadable file is skipped with a warning."""
+    frames = []
+    for run in runs[runs["status"] == "ok"].itertuples():
+        path = Path(results_dir) / experiment / run.run_id / OUTCOMES_FILE
+        try:
+            frame = pd.read_csv(path)
+            if not {"example", "metric", "value"} <= set(frame.columns):
+                raise ValueError("missing columns")
+        except (OSError, ValueError, pd.errors.ParserError) as error:
+            warnings.warn(f"{path}: unreadable outcomes ({error}); left out of the intervals and paired tests",
+                          stacklevel=2)
+            continue
+        frames.append(frame.assign(task=run.task, row=run.row, seed=run.seed, run_id=run.run_id))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

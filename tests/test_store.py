@@ -40,6 +40,25 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["file.txt"]
 
 
+def test_write_atomic_syncs_the_whole_file_to_disk_before_renaming_it(tmp_path, monkeypatch):
+    """Without fsync a crash after the rename can leave an empty file under the final name."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append(("fsync", os.fstat(descriptor).st_size))
+        real_fsync(descriptor)
+
+    def replace(source, destination):
+        events.append(("replace", os.path.basename(destination)))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    store.write_atomic(tmp_path / "file.txt", "twelve bytes")
+    assert events == [("fsync", 12), ("replace", "file.txt")]
+
+
 def test_a_run_is_complete_only_once_its_result_is_written(tmp_path):
     run_dir = tmp_path / "exp" / "abc"
     assert store.completed_status(run_dir) is None
@@ -48,6 +67,23 @@ def test_a_run_is_complete_only_once_its_result_is_written(tmp_path):
     store.write_run(run_dir, "x: 1", {"status": "ok", "cells": []}, "metric,value\n")
     assert store.completed_status(run_dir) == "ok"
     assert json.loads((run_dir / store.RESULT_FILE).read_text())["schema_version"] == store.SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("failing", [store.CONFIG_FILE, store.OUTCOMES_FILE])
+def test_a_run_whose_other_files_fail_to_write_leaves_no_result(tmp_path, monkeypatch, failing):
+    """result.json is the completion marker: written after every other file of the run, never before."""
+    write_atomic = store.write_atomic
+
+    def failing_write(path, text):
+        if path.name == failing:
+            raise OSError("disk full")
+        write_atomic(path, text)
+
+    monkeypatch.setattr(store, "write_atomic", failing_write)
+    run_dir = tmp_path / "exp" / "abc"
+    with pytest.raises(OSError, match="disk full"):
+        store.write_run(run_dir, "x: 1", {"status": "ok", "cells": []}, "metric,value\n")
+    assert not (run_dir / store.RESULT_FILE).exists() and store.completed_status(run_dir) is None
 
 
 def test_failed_runs_are_retried(tmp_path):

@@ -1,18 +1,30 @@
 """The contracts every task keeps (DESIGN.md), checked for every registered task.
 
 A new task gets these tests without being named here: it is built with its default options and
-tested on the first cell of its default grid at a short context length.
+tested on the first cell of its default grid at a short context length, or on every cell of that
+grid where each cell exercises different code (the oracle, the chance level).
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import numpy as np
 import pytest
 
 import harness
-from harness.task import IGNORE, Task
+from harness.evaluate import grid_cells
+from harness.task import IGNORE, Example, Task
 
 CONTEXT_LEN = 128
+#: tasks whose labels are not the tokens that follow them in the sequence, and why
+LABELS_NOT_IN_SEQUENCE = {"mqar": "a query is followed by noise, as in Zoology; its oracle pins the alignment"}
+#: tasks whose chance level is a guess within the kind of answer the question asks for: babi_qa's
+#: qa 5 asks for a person ("who ...") or an object ("what ..."), so guesses are copied within a kind
+QUESTION_KIND = {"babi_qa": lambda task, example: next(
+    word for word in reversed(task.vocab.decode(example.tokens).split()) if word in ("where", "what", "who"))}
+#: standard errors between a measured guesser and the chance level before a test fails
+Z = 4.0
 
 
 @pytest.fixture(params=harness.tasks())
@@ -23,6 +35,11 @@ def task(request) -> Task:
 def first_cell(task: Task, context_len: int = CONTEXT_LEN) -> dict:
     grid = task.evaluation_grid({"context_len": [context_len]})
     return {knob: values[0] for knob, values in grid.items()}
+
+
+def default_cells(task: Task, context_len: int = CONTEXT_LEN) -> list[dict]:
+    """Every cell of the task's default grid, at ``context_len``."""
+    return grid_cells(task.evaluation_grid({"context_len": [context_len]}))
 
 
 def test_default_cell_is_valid_and_examples_have_its_shape(task):
@@ -63,12 +80,26 @@ def test_training_and_test_examples_do_not_overlap(task):
     assert len(test) == 50 and not test & train
 
 
-def test_oracle_scores_one_on_every_metric(task):
-    cell = first_cell(task)
-    for example in task.test_examples(seed=2, knobs=cell, count=30):
-        scores = task.score(example, task.oracle(example))
-        assert set(scores) == set(task.metrics)
-        assert scores == {metric: 1.0 for metric in task.metrics}
+def test_oracle_scores_one_on_every_metric_in_every_cell(task):
+    """Every cell, as cells differ in what the oracle must answer (babi_qa's five kinds of question)."""
+    for cell in default_cells(task):
+        for example in task.test_examples(seed=2, knobs=cell, count=30):
+            scores = task.score(example, task.oracle(example))
+            assert set(scores) == set(task.metrics)
+            assert scores == {metric: 1.0 for metric in task.metrics}, cell
+
+
+def test_labels_and_training_targets_are_the_next_token(task):
+    """Position t is trained and scored on the token at t + 1: a shift by one would train on the wrong token."""
+    if task.name in LABELS_NOT_IN_SEQUENCE:
+        pytest.skip(LABELS_NOT_IN_SEQUENCE[task.name])
+    examples = [*task.test_examples(seed=5, knobs=first_cell(task), count=10),
+                *task.training_examples(seed=5, step=0, count=10, context_len=CONTEXT_LEN)]
+    for example in examples:
+        for expected in (example.labels, example.training_targets):
+            positions = np.flatnonzero(expected != IGNORE)
+            assert len(positions) and positions.max() < len(example.tokens) - 1
+            np.testing.assert_array_equal(expected[positions], example.tokens[positions + 1])
 
 
 def test_a_random_guesser_is_not_above_chance(task):
@@ -82,6 +113,48 @@ def test_a_random_guesser_is_not_above_chance(task):
         assert 0.0 <= chance[metric] < 1.0
         scores = [task.score(e, rng.integers(0, task.vocab_size, len(e.tokens)))[metric] for e in examples]
         assert np.mean(scores) <= chance[metric] + 3 * np.std(scores) / np.sqrt(len(scores)) + 1e-9
+
+
+def context_free_guesses(task: Task, examples: list[Example], rng: np.random.Generator) -> list[np.ndarray]:
+    """Predictions of a guesser that ignores the context: each example gets another example's answer.
+
+    The answer tokens of another example of the same cell (and kind of question) go, in order, to
+    this example's answer positions (and on past the last one if that answer is longer)."""
+    kind = QUESTION_KIND.get(task.name, lambda task, example: None)
+    groups = defaultdict(list)
+    for index, example in enumerate(examples):
+        groups[kind(task, example)].append(index)
+    guesses = [np.empty(0)] * len(examples)
+    for members in groups.values():
+        assert len(members) > 1, "a kind of question with one example cannot be guessed from another"
+        order = rng.permutation(members)
+        for this, other in zip(order, np.roll(order, 1)):
+            mine, theirs = examples[this].answer_positions, examples[other].answer_positions
+            positions = np.concatenate((mine, mine[-1] + 1 + np.arange(max(0, len(theirs) - len(mine)))))
+            guess = np.full(len(examples[this].tokens), IGNORE, dtype=np.int64)
+            guess[positions[: len(theirs)]] = examples[other].labels[theirs]
+            guesses[this] = guess
+    return guesses
+
+
+def test_chance_level_is_what_a_context_free_guesser_scores_in_every_cell(task):
+    """The documented chance level is measured, in both directions: not merely an upper bound.
+
+    The tolerance is Z standard errors of the mean of ``count`` scores in [0, 1], whose variance
+    is at most m (1 - m) for a mean m (taken at the larger of the chance level and the measurement)."""
+    rng = np.random.default_rng(0)
+    count = 100
+    for cell in default_cells(task):
+        examples = task.test_examples(seed=6, knobs=cell, count=count)
+        guesses = context_free_guesses(task, examples, rng)
+        chance = task.chance(**cell)
+        for metric in task.metrics:
+            measured = float(np.mean([task.score(e, guess)[metric] for e, guess in zip(examples, guesses)]))
+            spread = max(chance[metric] * (1 - chance[metric]), measured * (1 - measured))
+            tolerance = Z * np.sqrt(spread / count)
+            assert abs(measured - chance[metric]) <= tolerance, (
+                f"{task.name} {cell} {metric}: a context-free guesser scores {measured:.4f}, "
+                f"chance is {chance[metric]:.4f} (tolerance {tolerance:.4f})")
 
 
 def test_wrong_answers_score_zero(task):

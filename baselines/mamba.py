@@ -10,7 +10,10 @@ convolution of width K and SiLU. Each head then runs the selective recurrence
     h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T        (h: P x N per head, A < 0 a learned scalar)
     y_t = h_t C_t + D x_t
 
-and the output is y gated by SiLU(z), projected back to D. The recurrence is computed in chunks
+and the output is y gated by SiLU(z) and normalised, ``RMSNorm(y * SiLU(z))`` over the inner
+width (Mamba2Simple's gated RMSNorm: one group, the gate applied before the norm, learned
+weights), projected back to D. ``rmsnorm=false`` is a departure kept as an option: the gated y
+goes to the output projection unnormalised, as in Mamba-1. The recurrence is computed in chunks
 of ``chunk`` positions with the state-space-dual form: within a chunk an L x L matrix of decays
 exp(sum of dt A between s and t) times (C_t . B_s), across chunks the carried h. The state is h
 and the last K - 1 convolution inputs: G x P x N + (K - 1) x C numbers per layer and sequence,
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.causal_conv import CausalConv1d
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 
@@ -40,6 +44,8 @@ class MambaConfig(MechanismConfig):
     #: P, the width of an SSM head (inner width / P heads; independent of the model's n_heads)
     ssm_head_dim: int = 16
     conv_width: int = 4
+    #: the gated RMSNorm before the output projection (false: the gated output unnormalised)
+    rmsnorm: bool = True
     #: positions per chunk of the chunked scan (no effect on the result)
     chunk: int = 64
 
@@ -59,32 +65,34 @@ class Mamba(Mechanism):
         self.ssm_heads = self.inner // config.ssm_head_dim
         self.channels = self.inner + 2 * config.d_state  # x, B, C go through the convolution
         self.in_proj = nn.Linear(d_model, self.inner + self.channels + self.ssm_heads, bias=False)
-        self.conv = nn.Conv1d(self.channels, self.channels, config.conv_width, groups=self.channels)
+        self.conv = CausalConv1d(self.channels, config.conv_width, bias=True)
         # step sizes start log-uniform in [1e-3, 1e-1], decay rates A in [1, 16] (as in Mamba)
         dt = torch.exp(torch.rand(self.ssm_heads) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus inverse
         self.A_log = nn.Parameter(torch.log(torch.empty(self.ssm_heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.ssm_heads))
+        self.norm = nn.RMSNorm(self.inner, eps=1e-5) if config.rmsnorm else None
         self.out_proj = nn.Linear(self.inner, d_model, bias=False)
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         config = self.config
         return {"h": torch.zeros(batch_size, self.ssm_heads, config.ssm_head_dim, config.d_state, device=device, dtype=dtype),
-                "conv": torch.zeros(batch_size, config.conv_width - 1, self.channels, device=device, dtype=dtype)}
+                "conv": self.conv.init_state(batch_size, device, dtype)}
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         Bsz, T, D = x.shape
         config, G, P, N = self.config, self.ssm_heads, self.config.ssm_head_dim, self.config.d_state
         z, xbc, dt = self.in_proj(x).split([self.inner, self.channels, G], dim=-1)
-        conv_input = torch.cat((state["conv"], xbc), dim=1)  # B, K-1+T, C
-        xbc = F.silu(F.conv1d(conv_input.transpose(1, 2), self.conv.weight, self.conv.bias,
-                              groups=self.channels).transpose(1, 2))  # B, T, C
+        xbc, conv = self.conv(xbc, state["conv"])
+        xbc = F.silu(xbc)  # B, T, C
         u, b, c = xbc.split([self.inner, N, N], dim=-1)
         dt = F.softplus(dt + self.dt_bias)  # B, T, G
         u = u.view(Bsz, T, G, P)
         y, h = ssd_chunked(u * dt.unsqueeze(-1), dt * -torch.exp(self.A_log), b, c, state["h"], config.chunk)
         y = (y + u * self.D.view(1, 1, G, 1)).reshape(Bsz, T, self.inner) * F.silu(z)
-        return self.out_proj(y), {"h": h, "conv": conv_input[:, conv_input.shape[1] - (config.conv_width - 1) :]}
+        if self.norm is not None:
+            y = self.norm(y)
+        return self.out_proj(y), {"h": h, "conv": conv}
 
 
 def ssd_chunked(u: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h: torch.Tensor,

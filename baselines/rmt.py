@@ -5,10 +5,15 @@ E head dimension, D model.
 
 The input is cut into blocks of ``block`` absolute positions. Every layer carries ``memory_slots``
 memory vectors R [M, D] (learned initial values). Within a block, each token attends with softmax
-to all memory slots (the read) and, causally with rotary positions, to the earlier tokens of its
-block. When the block is complete, the memory slots attend to [memory; the whole block] (the
-write, as RMT's write tokens at the end of a segment) and the result, added to R and layer-
-normalised, is the memory of the next block. Gradients flow through the memory across blocks;
+to all memory slots (the read) and, causally, to the earlier tokens of its block. Positions are
+those of RMT's input, where the read memory tokens come first: rotary positions 0 .. M - 1 for the
+memory slots, M + i for the token at offset i of its block, whatever the block's place in the
+stream. The read is therefore the same at stream position 0 and 4096 and a model trained on short
+contexts meets no unseen angles on long ones (lucidrains' recurrent-memory-transformer-pytorch
+likewise keeps memory at fixed positions and tokens at in-segment positions). When the block is
+complete, the memory slots attend to [memory; the whole block] without positions (the write, as
+RMT's write tokens at the end of a segment) and the result, added to R and layer-normalised, is
+the memory of the next block. Gradients flow through the memory across blocks;
 ``bptt_blocks`` cuts them every that many blocks (null: never).
 
 How this differs from the paper: RMT's memory tokens pass through the whole stack and the last
@@ -74,19 +79,20 @@ class Rmt(Mechanism):
         B, T, D = x.shape
         N, pos = self.config.block, state["pos"]
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
-        q_rotated, k_rotated = self.rotary(q, pos), self.rotary(k, pos)
+        M = self.config.memory_slots
         memory = state["memory"]
-        outputs = []
+        outputs, k_rotated = [], []
         for start, end, earlier in block_spans(pos, T, N):
             piece = slice(start, end)
             memory_q, memory_k, memory_v = (self._heads(p) for p in self.qkv(memory).chunk(3, dim=-1))  # B, H, M, E
-            keys = block_so_far(state["k_rotated"], k_rotated[:, :, piece], earlier)
+            k_rotated.append(self.rotary(k[:, :, piece], M + earlier))  # at their offsets in the block, after the memory
+            keys = block_so_far(state["k_rotated"], k_rotated[-1], earlier)
             values = block_so_far(state["v"], v[:, :, piece], earlier)
-            visible = torch.cat((torch.ones(end - start, memory.shape[1], dtype=torch.bool, device=x.device),
+            visible = torch.cat((torch.ones(end - start, M, dtype=torch.bool, device=x.device),
                                  causal_mask(end - start, keys.shape[2], x.device)), dim=1)
             outputs.append(F.scaled_dot_product_attention(
-                q_rotated[:, :, piece], torch.cat((memory_k, keys), dim=2), torch.cat((memory_v, values), dim=2),
-                attn_mask=visible))
+                self.rotary(q[:, :, piece], M + earlier), torch.cat((self.rotary(memory_k, 0), keys), dim=2),
+                torch.cat((memory_v, values), dim=2), attn_mask=visible))
             if earlier + end - start == N:  # the block is complete: the memory slots write it
                 block_keys = block_so_far(state["k"], k[:, :, piece], earlier)
                 written = F.scaled_dot_product_attention(memory_q, torch.cat((memory_k, block_keys), dim=2),
@@ -97,6 +103,6 @@ class Rmt(Mechanism):
                     memory = memory.detach()
         y = torch.cat(outputs, dim=2).transpose(1, 2).reshape(B, T, D)
         slots = N - 1
-        new_state = {"memory": memory, "k_rotated": keep_last(state["k_rotated"], k_rotated, slots),
+        new_state = {"memory": memory, "k_rotated": keep_last(state["k_rotated"], torch.cat(k_rotated, dim=2), slots),
                      "k": keep_last(state["k"], k, slots), "v": keep_last(state["v"], v, slots), "pos": pos + T}
         return self.out(y), new_state

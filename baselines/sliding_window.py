@@ -6,7 +6,18 @@ L keys per block (Q + W - 1), E head dimension, D model.
 Window semantics: the query at absolute position i attends to the W keys at positions
 i - W + 1 .. i, its own included. With W >= the whole input it is exactly full attention.
 Optional attention sinks (StreamingLLM, Xiao et al. 2023): the first S tokens stay visible to
-every later query as well (each key counted once), rotated at their original positions.
+every later query as well (each key counted once). ``sink_positions`` says where a sink sits for
+the rotary positions:
+
+- ``cache`` (the default, StreamingLLM's form): positions within the cache, as StreamingLLM assigns
+  them: the keys a query sees, [sinks; window], are numbered contiguously and the query is the
+  last, so once the window has passed them the sinks sit right before it and the query at
+  min(i, S + W - 1). Sink j is then seen at distance at most S + W - 1 - j, however long the
+  context: a model evaluated beyond its training lengths meets no unseen angle.
+- ``original``, a departure kept as an option: sinks at their original positions j, seen at
+  distance i - j, which grows with the context.
+
+The window keys are at the same relative distances either way, and with S = 0 the two agree.
 
 The state is a fixed-size cache of the last W - 1 rotated keys and values and of the S sinks
 (zeros before they are filled) plus the number of tokens read, so ``state_bytes`` is the same at
@@ -34,12 +45,17 @@ from harness.registry import register_mechanism
 from harness.rotary import Rotary
 
 
+SINK_POSITIONS = ("cache", "original")
+
+
 @dataclass
 class SlidingWindowConfig(MechanismConfig):
     name: str = "sliding_window"
     window: int = 32
     #: attention sinks: the first `sinks` tokens stay visible to every query
     sinks: int = 0
+    #: rotary positions of the sinks: cache (StreamingLLM's positions within the cache) | original
+    sink_positions: str = "cache"
 
 
 @register_mechanism("sliding_window")
@@ -50,6 +66,8 @@ class SlidingWindow(Mechanism):
         super().__init__(d_model, n_heads, config)
         if config.window < 1 or config.sinks < 0:
             raise ValueError(f"sliding_window: need window >= 1 and sinks >= 0, got {config.window} and {config.sinks}")
+        if config.sink_positions not in SINK_POSITIONS:
+            raise ValueError(f"sliding_window: sink_positions={config.sink_positions!r}; choose one of {list(SINK_POSITIONS)}")
         self.window = config.window
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
@@ -71,11 +89,15 @@ class SlidingWindow(Mechanism):
         B, T, D = x.shape
         W, pos = self.window, state["pos"]
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
-        q, k = self.rotary(q, pos), self.rotary(k, pos)
+        S = self.config.sinks
+        sink_q = None
+        if S and self.config.sink_positions == "cache":  # the query's position in the cache [sinks; window]
+            sink_q = self.rotary.at(q, torch.arange(pos, pos + T, device=x.device).clamp(max=S + W - 1))
+        q, k = self.rotary(q, pos), self.rotary(k, pos)  # sink j's cache position is j, its original one
         sink_k, sink_v = fill_sinks(state["sink_k"], k, pos), fill_sinks(state["sink_v"], v, pos)
         k = torch.cat((state["k"], k), dim=2)  # B, H, W-1+T, E
         v = torch.cat((state["v"], v), dim=2)
-        y = banded_attention(q, k, v, W, valid_from=max(W - 1 - pos, 0), sinks=(sink_k, sink_v, pos))
+        y = banded_attention(q, k, v, W, valid_from=max(W - 1 - pos, 0), sinks=(sink_k, sink_v, pos, sink_q))
         y = y.transpose(1, 2).reshape(B, T, D)
         new_state = {"k": k[:, :, k.shape[2] - (W - 1) :], "v": v[:, :, v.shape[2] - (W - 1) :],
                      "sink_k": sink_k, "sink_v": sink_v, "pos": pos + T}
@@ -93,14 +115,14 @@ def fill_sinks(sinks: torch.Tensor, new: torch.Tensor, pos: int) -> torch.Tensor
 
 def banded_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, valid_from: int,
-    sinks: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    sinks: tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """Attention of queries q [B, H, T, E] over keys k, v [B, H, W-1+T, E] within a window.
 
     Key index j is at the same position as query j - (W - 1); keys before ``valid_from`` are
     unfilled cache slots and are masked out. ``sinks`` = (keys, values [B, H, S, E], absolute
-    position of the first query): sink j is also seen by queries at positions >= j + W, where
-    the window no longer covers it.
+    position of the first query, queries [B, H, T, E] that score the sinks or None: q does): sink j
+    is also seen by queries at positions >= j + W, where the window no longer covers it.
     """
     B, H, T, E = q.shape
     W = window
@@ -108,10 +130,12 @@ def banded_attention(
     N = -(-T // Q)
     L = Q + W - 1
     pad = N * Q - T
+    sink_q = sinks[3] if sinks is not None and sinks[0].shape[2] else None
     if pad:
         q = F.pad(q, (0, 0, 0, pad))
         k = F.pad(k, (0, 0, 0, pad))
         v = F.pad(v, (0, 0, 0, pad))
+        sink_q = None if sink_q is None else F.pad(sink_q, (0, 0, 0, pad))
     q = q.view(B, H, N, Q, E)
     k = k.unfold(2, L, Q).transpose(-1, -2)  # B, H, N, L, E
     v = v.unfold(2, L, Q).transpose(-1, -2)  # B, H, N, L, E
@@ -121,11 +145,15 @@ def banded_attention(
     # Query i of a block sits at key index i + W - 1; it sees keys i .. i + W - 1 of the block.
     mask = (key >= query) & (key <= query + W - 1) & (block_start + key >= valid_from)  # N, Q, L
     if sinks is not None and sinks[0].shape[2]:
-        sink_k, sink_v, start = sinks
+        sink_k, sink_v, start, _ = sinks
         S = sink_k.shape[2]
-        k = torch.cat((sink_k.unsqueeze(2).expand(B, H, N, S, E), k), dim=3)  # B, H, N, S+L, E
+        if sink_q is not None:  # one softmax, two query rotations: [q, sink_q] . [k, 0] and . [0, sink_k]
+            q = torch.cat((q, sink_q.view(B, H, N, Q, E)), dim=-1)
+            k = torch.cat((k, torch.zeros_like(k)), dim=-1)
+            sink_k = torch.cat((torch.zeros_like(sink_k), sink_k), dim=-1)
+        k = torch.cat((sink_k.unsqueeze(2).expand(-1, -1, N, -1, -1), k), dim=3)  # B, H, N, S+L, E (2E: see above)
         v = torch.cat((sink_v.unsqueeze(2).expand(B, H, N, S, E), v), dim=3)
         sink = torch.arange(S, device=q.device).view(1, 1, S)
         mask = torch.cat((sink <= start + block_start + query - W, mask), dim=-1)  # N, Q, S+L
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # B, H, N, Q, E
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=None if sink_q is None else E**-0.5)  # B, H, N, Q, E
     return y.reshape(B, H, N * Q, E)[:, :, :T]

@@ -26,7 +26,11 @@ class Rotary(nn.Module):
 
         Halves (a, b) of x become (a cos - b sin, b cos + a sin): x * [cos, cos] + [b, a] * [-sin, sin].
         The angles are computed per call (a table by absolute position would grow with the context)."""
-        positions = torch.arange(start, start + x.shape[-2], device=x.device, dtype=torch.float32)
+        return self.at(x, torch.arange(start, start + x.shape[-2], device=x.device))
+
+    def at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate x [..., T, E] as if its positions were ``positions`` [T] (any integers)."""
+        positions = positions.to(torch.float32)
         angles = torch.outer(positions, self.inv_freq)  # T, E
         cos, sin = angles.cos().to(x.dtype), (angles.sin() * self.sin_sign).to(x.dtype)
         first, second = x.chunk(2, dim=-1)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 import harness
-from baselines.mamba import ssd_chunked
+from baselines.mamba import Mamba, ssd_chunked
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 64])
@@ -24,6 +25,47 @@ def test_chunked_scan_equals_the_recurrence(chunk):
     y, last = ssd_chunked(u, log_decay, b, c, h0, chunk)
     torch.testing.assert_close(y, torch.stack(outputs, dim=1), rtol=0, atol=1e-12)
     torch.testing.assert_close(last, h, rtol=0, atol=1e-12)
+
+
+def mamba2_by_definition(layer: Mamba, x: torch.Tensor) -> torch.Tensor:
+    """Mamba2Simple's forward (Dao & Gu 2024) token by token, its gated RMSNorm included.
+
+    in_proj -> z, xBC, dt; causal depthwise convolution (with bias, zero history) and SiLU on xBC;
+    dt = softplus(dt + dt_bias), A = -exp(A_log); per head h = exp(dt A) h + dt x B^T,
+    y = h C + D x; y = RMSNorm(y * SiLU(z)) with norm_before_gate=False; out_proj.
+    """
+    batch, length, _ = x.shape
+    G, P, N, inner = layer.ssm_heads, layer.config.ssm_head_dim, layer.config.d_state, layer.inner
+    kernel, width = layer.conv.weight[:, 0], layer.conv.weight.shape[-1]  # C, K
+    z, xbc, dt = (x @ layer.in_proj.weight.T).split([inner, layer.channels, G], dim=-1)
+    history = torch.cat((torch.zeros(batch, width - 1, layer.channels, dtype=x.dtype), xbc), dim=1)
+    A = -torch.exp(layer.A_log)
+    h, outputs = torch.zeros(batch, G, P, N, dtype=x.dtype), []
+    for t in range(length):
+        convolved = F.silu((history[:, t : t + width] * kernel.T).sum(1) + layer.conv.bias)
+        u, B, C = convolved.split([inner, N, N], dim=-1)
+        u = u.view(batch, G, P)
+        step = F.softplus(dt[:, t] + layer.dt_bias)  # batch, G
+        h = torch.exp(step * A).view(batch, G, 1, 1) * h + (step.view(batch, G, 1) * u).unsqueeze(-1) * B.view(batch, 1, 1, N)
+        y = (torch.einsum("bgpn,bn->bgp", h, C) + layer.D.view(1, G, 1) * u).reshape(batch, inner) * F.silu(z[:, t])
+        y = y / torch.sqrt(y.square().mean(-1, keepdim=True) + 1e-5) * layer.norm.weight
+        outputs.append(y @ layer.out_proj.weight.T)
+    return torch.stack(outputs, dim=1)
+
+
+def test_default_is_mamba2_with_its_gated_rmsnorm():
+    torch.manual_seed(0)
+    layer = Mamba(16, 2, Mamba.Config(d_state=4, ssm_head_dim=8, chunk=4)).double()
+    with torch.no_grad():  # away from the initial values (norm weights of one), so that a misplaced weight shows
+        for parameter in layer.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    x = torch.randn(2, 19, 16, dtype=torch.float64)
+    state, outputs = layer.init_state(2, x.device, x.dtype), []
+    for piece in x.split([5, 1, 13], dim=1):
+        y, state = layer(piece, state)
+        outputs.append(y)
+    torch.testing.assert_close(torch.cat(outputs, dim=1), mamba2_by_definition(layer, x), rtol=0, atol=1e-12)
+    assert Mamba(16, 2, Mamba.Config(rmsnorm=False)).norm is None
 
 
 def test_default_is_parameter_matched_and_options_are_checked():

@@ -55,7 +55,7 @@ def formula(name: str, tokens: int, element: int) -> int:
         "lstm_gated": 2 * L * 10 * element,  # hidden_size 10
         "transformer_xl": L * 5 * D * element,  # mem_len 5
         "compressive": L * (4 + 3) * D * element,  # mem_len 4, cmem_len 3 (rate 2; 40 tokens: no remainder)
-        "linear_attention": L * D * (D // H + 1) * element,  # additive: S and z
+        "linear_attention": L * (D * (D // H) + (4 - 1) * 3 * D) * element,  # delta: S, last 3 inputs of q, k, v
         "mamba": L * (D * 4 + (4 - 1) * (D + 2 * 4)) * element,  # expand 1, d_state 4, conv_width 4
         "infini_attention": L * (D * (D // H + 1) + 3 * D * (128 - 1)) * element,  # block 128
         "rmt": L * (3 * D + 3 * D * (128 - 1)) * element,  # memory_slots 3, block 128
@@ -65,7 +65,7 @@ def formula(name: str, tokens: int, element: int) -> int:
 OPTIONS = {
     "sliding_window": {"window": 6, "sinks": 2}, "lstm_gated": {"hidden_size": 10},
     "transformer_xl": {"mem_len": 5}, "compressive": {"mem_len": 4, "cmem_len": 3, "rate": 2},
-    "linear_attention": {"rule": "additive"}, "mamba": {"d_state": 4, "ssm_head_dim": 8},
+    "linear_attention": {"conv_width": 4}, "mamba": {"d_state": 4, "ssm_head_dim": 8},
     # blocks of 128: the peak-memory test reads 16k tokens under the profiler, block by block
     "infini_attention": {"block": 128}, "rmt": {"memory_slots": 3, "block": 128},
 }

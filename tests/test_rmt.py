@@ -38,6 +38,24 @@ def test_without_a_completed_block_the_memory_is_its_initial_value():
     assert not torch.allclose(state["memory"], mixer.memory_init.expand(2, -1, -1))
 
 
+@pytest.mark.parametrize("offset", [0, 2])
+def test_reading_the_memory_does_not_depend_on_the_absolute_position(offset):
+    """The same memory, pending tokens and block give the same outputs at stream position 0 and 4096."""
+    mixer = model().eval().blocks[0].mixer
+    torch.manual_seed(0)
+    with torch.no_grad():
+        mixer.qkv.weight.mul_(5)  # sharper attention, so that positions weigh as in a trained model
+    state = mixer.init_state(2, torch.device("cpu"), torch.float64)
+    state = {**state, "memory": torch.randn_like(state["memory"])}
+    if offset:  # tokens already in the block
+        _, state = mixer(torch.randn(2, offset, 16, dtype=torch.float64), state)
+    x = torch.randn(2, 6, 16, dtype=torch.float64)  # completes the block, then starts the next
+    early, early_state = mixer(x, state)
+    late, late_state = mixer(x, {**state, "pos": 4096 + offset})
+    torch.testing.assert_close(late, early, rtol=0, atol=1e-12)
+    torch.testing.assert_close(late_state["memory"], early_state["memory"], rtol=0, atol=1e-12)
+
+
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="bptt_blocks"):
         model(bptt_blocks=0)

@@ -63,6 +63,8 @@ def test_token_outside_the_window_has_no_influence():
 def test_invalid_window_is_rejected():
     with pytest.raises(ValueError, match="window"):
         harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2, window=0)
+    with pytest.raises(ValueError, match="sink_positions"):
+        harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2, sink_positions="shifted")
 
 
 def naive_sink_attention(q, k, v, window, sinks):
@@ -75,9 +77,9 @@ def naive_sink_attention(q, k, v, window, sinks):
 
 
 @pytest.mark.parametrize("window, sinks", [(1, 1), (3, 2), (4, 6), (8, 30)])
-def test_attention_sinks_match_the_masked_definition(window, sinks):
+def test_attention_sinks_at_original_positions_match_the_masked_definition(window, sinks):
     model = harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2,
-                                window=window, sinks=sinks).double()
+                                window=window, sinks=sinks, sink_positions="original").double()
     layer = model.blocks[0].mixer
     x = torch.randn(2, 19, 16, dtype=torch.float64)
     q, k, v = layer.qkv(x).view(2, 19, 3, 2, 8).permute(2, 0, 3, 1, 4)
@@ -90,6 +92,44 @@ def test_attention_sinks_match_the_masked_definition(window, sinks):
             outputs.append(y)
         torch.testing.assert_close(torch.cat(outputs, dim=1), expected)
     assert model.state_bytes([state]) == 2 * 2 * 2 * (window - 1 + sinks) * 8 * 8
+
+
+def streaming_llm_attention(layer, x, window, sinks):
+    """StreamingLLM's attention, query by query: the keys a query sees, [sinks; window], rotated at
+    their positions in that cache (0, 1, ...), and the query at the last of them."""
+    B, T, D = x.shape
+    q, k, v = layer.qkv(x).view(B, T, 3, 2, D // 2).permute(2, 0, 3, 1, 4)  # B, H, T, E
+    outputs = []
+    for i in range(T):
+        seen = [j for j in range(i + 1) if j > i - window or j < sinks]
+        cache_positions = torch.arange(len(seen))
+        keys = layer.rotary.at(k[:, :, seen], cache_positions)
+        query = layer.rotary.at(q[:, :, i : i + 1], cache_positions[-1:])
+        outputs.append(F.scaled_dot_product_attention(query, keys, v[:, :, seen]))
+    return layer.out(torch.cat(outputs, dim=2).transpose(1, 2).reshape(B, T, D))
+
+
+@pytest.mark.parametrize("window, sinks", [(1, 1), (3, 2), (4, 6), (5, 3)])
+def test_attention_sinks_at_cache_positions_are_streaming_llm(window, sinks):
+    layer = harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2,
+                                window=window, sinks=sinks).double().blocks[0].mixer
+    with torch.no_grad():
+        layer.qkv.weight.mul_(4)  # sharper attention, so that the sinks' angles weigh
+    x = torch.randn(2, 23, 16, dtype=torch.float64)
+    expected = streaming_llm_attention(layer, x, window, sinks)
+    for segment_len in (1, 4, 23):
+        state, outputs = layer.init_state(2, torch.device("cpu"), torch.float64), []
+        for start in range(0, 23, segment_len):
+            y, state = layer(x[:, start : start + segment_len], state)
+            outputs.append(y)
+        torch.testing.assert_close(torch.cat(outputs, dim=1), expected, rtol=0, atol=1e-12)
+    original = harness.build_model("sliding_window", vocab_size=11, d_model=16, n_layers=1, n_heads=2, window=window,
+                                   sinks=sinks, sink_positions="original").double().blocks[0].mixer
+    original.load_state_dict(layer.state_dict())
+    at_original, _ = original(x, original.init_state(2, torch.device("cpu"), torch.float64))
+    far = slice(sinks + window, None)  # queries the window has moved past the sinks: only there they differ
+    torch.testing.assert_close(at_original[:, : sinks + window], expected[:, : sinks + window], rtol=0, atol=1e-12)
+    assert (at_original[:, far] - expected[:, far]).abs().max() > 1e-6
 
 
 def test_sinks_keep_the_first_tokens_visible():

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness.build import build_model, build_task
+from harness.checkpoint import Checkpoints
 from harness.config import NON_SEMANTIC_KEYS, RunConfig
 from harness.cpu_allocator import DESCRIPTION as ALLOCATOR
 from harness.cpu_allocator import retain_freed_memory
@@ -26,14 +27,16 @@ from harness.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.model import StreamingLM
 from harness.registry import MECHANISMS
 from harness.report import write_report
-from harness.store import completed_status, run_id, write_run
+from harness.store import FINAL_STATUSES, completed_status, run_id, write_run
 from harness.task import Task
 from harness.train import Diverged, train
+from harness.weights import save_weights
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+MODES = ("train", "eval")
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -118,6 +121,14 @@ def _check_sizes(config: RunConfig) -> None:
         )
     if not config.eval.grid:
         raise ConfigError("eval.grid is empty: give at least context_len")
+    if config.data_workers < 0:
+        raise ConfigError(f"data_workers must be at least 0, got {config.data_workers}")
+    for key, value in (("checkpoint.every_steps", config.checkpoint.every_steps),
+                       ("checkpoint.every_minutes", config.checkpoint.every_minutes)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key} must be positive (or null: never), got {value}")
+    if config.mode not in MODES:
+        raise ConfigError(f"mode={config.mode!r}; choose one of {list(MODES)}")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -139,13 +150,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if plan.device.type == "cpu" and retain_freed_memory():
         record["measurement"]["cpu_allocator"] = ALLOCATOR
     outcomes_csv = None
+    checkpoints = Checkpoints(plan.run_dir, config.checkpoint)
     try:
         precision = autocast(plan.device, config.precision)
-        cache = ExampleCache(config.cache_dir)
         summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
-                        config.progress, precision, cache)
+                        config.progress, precision, config.data_workers, checkpoints)
+        if config.keep_weights:
+            save_weights(plan.model, plan.run_dir)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
-                                   config.progress, precision, cache)
+                                   config.progress, precision, ExampleCache(config.cache_dir))
         record.update(status="ok", error=None, training=asdict(summary), cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:
@@ -154,6 +167,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         record.update(status="failed", error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
                       training=None, cells=[])
     write_run(plan.run_dir, plan.config_yaml, record, outcomes_csv)
+    if record["status"] in FINAL_STATUSES:  # a failed run is retried, from its last checkpoint
+        checkpoints.remove()
     write_report(Path(config.results_dir), Path(config.reports_dir), config.name)
     print(f"[memarena] {config.name}/{plan.run_id} ({label}): {summary_line(record)}")
     return record

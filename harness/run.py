@@ -186,6 +186,7 @@ def summary_line(record: dict[str, Any]) -> str:
         f"(mean over {len(primary)} cells{f', {out_of_memory} out of memory' if out_of_memory else ''}), "
         f"final loss {training['final_loss']:.3f}, {training['tokens_per_s']:.0f} train tokens/s, "
         f"{training['wall_time_s']:.0f}s training"
+        + "".join(f", resumed at step {step}" for step in training["resumed_at_steps"])
     )
 
 

@@ -10,6 +10,8 @@ steps. The steps' lengths are drawn up front (8 bytes a step), as they always we
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -41,9 +43,16 @@ class TrainingStream(Dataset):
                 torch.from_numpy(np.stack([e.training_targets for e in examples])))
 
 
+def _ignore_job_signals(worker_id: int) -> None:
+    """Leave SLURM's warning signals (submitit's checkpoint-and-requeue handler) to the training process."""
+    for name in ("SIGUSR1", "SIGUSR2"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 def training_batches(task: Task, seed: int, lengths: np.ndarray, batch_size: int, first_step: int = 0,
                      workers: int = 1, pin_memory: bool = False) -> DataLoader:
     """The batches of steps ``first_step`` .. ``len(lengths) - 1``, in order."""
     return DataLoader(TrainingStream(task, seed, lengths, batch_size), batch_size=None,
                       sampler=range(first_step, len(lengths)), num_workers=workers,
-                      prefetch_factor=PREFETCH if workers else None, pin_memory=pin_memory)
+                      prefetch_factor=PREFETCH if workers else None, pin_memory=pin_memory,
+                      worker_init_fn=_ignore_job_signals)

@@ -57,6 +57,8 @@ class Plan:
     device: torch.device
     run_id: str
     run_dir: Path
+    #: the resolved config without NON_SEMANTIC_KEYS, which ``run_id`` hashes
+    semantic: dict[str, Any]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,7 +105,8 @@ def prepare(cfg: DictConfig) -> Plan:
     semantic = {key: value for key, value in container.items() if key not in NON_SEMANTIC_KEYS}
     identifier = run_id(semantic)
     run_dir = Path(config.results_dir) / config.name / identifier
-    return Plan(config, OmegaConf.to_yaml(OmegaConf.create(container)), task, model, device, identifier, run_dir)
+    return Plan(config, OmegaConf.to_yaml(OmegaConf.create(container)), task, model, device, identifier, run_dir,
+                semantic)
 
 
 def _check_sizes(config: RunConfig) -> None:

@@ -17,11 +17,12 @@ from harness.sweep import write_job_status
 
 
 def _job(cfg: DictConfig) -> None:
+    from harness.evaluate_stored import evaluate_stored
     from harness.run import ConfigError, run
 
     single_run = HydraConfig.get().mode == RunMode.RUN
     try:
-        record = run(cfg)
+        record = (evaluate_stored if cfg.mode == "eval" else run)(cfg)
     except ConfigError as error:
         print(f"memarena: error: {error}", file=sys.stderr)
         if single_run:

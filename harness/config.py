@@ -57,6 +57,14 @@ class EvalConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """When training writes a checkpoint into the run directory (null: never on that count)."""
+
+    every_steps: Optional[int] = 1000
+    every_minutes: Optional[float] = 10.0
+
+
+@dataclass
 class RunConfig:
     #: experiment name: runs are stored under <results_dir>/<name>/
     name: str = "default"
@@ -82,10 +90,19 @@ class RunConfig:
     #: rerun and overwrite a run whose complete record is already stored
     force: bool = False
     progress: bool = True
+    #: "train": train, then evaluate; "eval": evaluate the stored trained model on this config's
+    #: grid, adding the cells its record lacks (see harness/evaluate_stored.py)
+    mode: str = "train"
+    #: keep the trained weights in the run directory (model.pt), for later evaluations
+    keep_weights: bool = True
+    #: processes generating training batches ahead of the training step; 0: in the training process
+    data_workers: int = 1
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 #: keys that do not change what a run computes; left out of its run_id
-NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force", "progress")
+NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force", "progress", "mode", "keep_weights",
+                     "data_workers", "checkpoint")
 
 
 def register_configs() -> None:

@@ -36,11 +36,14 @@ def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 def evaluate(
     model: StreamingLM, task: Task, config: EvalConfig, segment_len: int, device: torch.device,
     progress: bool = True, autocast: torch.autocast | None = None, cache: ExampleCache | None = None,
+    cells_knobs: list[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows per (cell, metric) and per (example, metric) of the cells ``cells_knobs`` (default: the grid's)."""
     model.eval()
     budget = int(config.max_memory_gb * 2**30) if config.max_memory_gb is not None else None
     cells, outcomes = [], []
-    cells_knobs = grid_cells(task.evaluation_grid(config.grid))
+    if cells_knobs is None:
+        cells_knobs = grid_cells(task.evaluation_grid(config.grid))
     test_cells = (cache or ExampleCache(None)).test_cells(task, config.seed, cells_knobs, config.examples_per_cell)
     for knobs, examples in tqdm(list(zip(cells_knobs, test_cells)), desc=f"eval {model.mechanism_name}",
                                 disable=not progress, leave=False):

@@ -1,13 +1,13 @@
-"""Generated examples cached as Arrow datasets (Hugging Face ``datasets``), keyed by what made them.
+"""Generated test examples cached as Arrow datasets (Hugging Face ``datasets``), keyed by what made them.
 
-Every run of a sweep trains on the same examples and meets the same test cells: the first run
-generates them and saves them (``Dataset.save_to_disk`` into a temporary directory, then one
+Every run of a sweep meets the same test cells: the first run generates them and saves them (``Dataset.save_to_disk`` into a temporary directory, then one
 rename, so a killed run leaves no half-written cache), later runs memory-map them. The key is a
-hash of the task's name and options, the seed, the step lengths or the cells, and the source of
+hash of the task's name and options, the seed, the cells, and the source of
 the task's module and of the harness modules that generate examples, so that editing a generator
 invalidates its cache. A cache entry that cannot be read is generated again. Tasks with
 ``cacheable = False`` (the dataset-backed ones, whose tokenization ``datasets`` caches already)
-are generated directly.
+are generated directly. Training examples are not cached: they are generated as training goes
+(harness/training_stream.py), which takes a few batches of memory instead of the whole stream.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from harness.task import Example, Task
 
 #: harness modules whose code shapes generated examples
 GENERATOR_MODULES = ("harness.task", "harness.haystack", "harness.vocabulary")
+COLUMNS = ("tokens", "labels", "targets", "knobs", "info")
 
 
 @functools.cache
@@ -41,30 +42,10 @@ def code_version(module_name: str) -> str:
 
 
 class ExampleCache:
-    """Training batches and test cells of a task, from the cache in ``directory`` (None: no cache)."""
+    """Test cells of a task, from the cache in ``directory`` (None: no cache)."""
 
     def __init__(self, directory: str | Path | None):
         self.directory = None if directory is None else Path(directory).expanduser()
-
-    def training_batches(self, task: Task, seed: int, lengths: list[int],
-                         batch_size: int) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
-        """A function step -> (tokens, training targets) [batch_size, lengths[step]] of that step's examples."""
-        if self.directory is None or not task.cacheable:
-            return lambda step: _stacked(task.training_examples(seed, step, batch_size, lengths[step]))
-        data = self._dataset(task, {"split": "train", "seed": seed, "lengths": list(lengths), "batch_size": batch_size},
-                             lambda: (example for step, length in enumerate(lengths)
-                                      for example in task.training_examples(seed, step, batch_size, length)),
-                             columns=("tokens", "targets"))
-
-        table = data.with_format("arrow")[:]  # memory-mapped: only each step's slice is copied
-        columns = [table.column(name).combine_chunks() for name in ("tokens", "targets")]
-        flat = [(column.offsets.to_numpy(), column.values.to_numpy()) for column in columns]
-
-        def batch(step: int) -> tuple[np.ndarray, np.ndarray]:  # one length per step: [B, T] arrays
-            first, last = step * batch_size, (step + 1) * batch_size
-            return tuple(values[offsets[first] : offsets[last]].reshape(batch_size, -1).copy() for offsets, values in flat)
-
-        return batch
 
     def test_cells(self, task: Task, seed: int, cells: list[dict[str, Any]], count: int) -> list[list[Example]]:
         """The ``count`` test examples of every cell, in the order of ``cells``."""
@@ -74,12 +55,11 @@ class ExampleCache:
                              lambda: (example for knobs in cells for example in task.test_examples(seed, knobs, count)))
         return [_examples(data[index * count : (index + 1) * count]) for index in range(len(cells))]
 
-    def _dataset(self, task: Task, spec: dict[str, Any], generate: Callable[[], Iterable[Example]],
-                 columns: tuple[str, ...] = ("tokens", "labels", "targets", "knobs", "info")):
+    def _dataset(self, task: Task, spec: dict[str, Any], generate: Callable[[], Iterable[Example]]):
         import datasets
 
         key = json.dumps({"task": task.name, "options": asdict(task.config), "code": code_version(type(task).__module__),
-                          "columns": columns, **spec}, sort_keys=True, default=str)
+                          "columns": COLUMNS, **spec}, sort_keys=True, default=str)
         path = self.directory / task.name / hashlib.sha256(key.encode()).hexdigest()[:24]
         if path.is_dir():
             try:
@@ -92,7 +72,7 @@ class ExampleCache:
         try:
             datasets.disable_progress_bars()
             # the key's hash is the fingerprint: datasets would otherwise hash the whole table
-            datasets.Dataset(_table(list(generate()), columns), fingerprint=path.name).save_to_disk(str(scratch / "data"))
+            datasets.Dataset(_table(list(generate())), fingerprint=path.name).save_to_disk(str(scratch / "data"))
             (scratch / "data" / "key.json").write_text(key)
             os.replace(scratch / "data", path)
         except OSError:
@@ -103,7 +83,7 @@ class ExampleCache:
         return datasets.load_from_disk(str(path)).with_format("numpy")
 
 
-def _table(examples: list[Example], columns: tuple[str, ...]):
+def _table(examples: list[Example]):
     """One Arrow table of the examples: token arrays as list columns, knobs and info as JSON."""
     import pyarrow as pa
 
@@ -111,15 +91,10 @@ def _table(examples: list[Example], columns: tuple[str, ...]):
         offsets = np.concatenate(([0], np.cumsum([len(array) for array in arrays])))
         return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(np.concatenate(arrays), pa.int64()))
 
-    makers = {"tokens": lambda: column([e.tokens for e in examples]), "labels": lambda: column([e.labels for e in examples]),
-              "targets": lambda: column([e.training_targets for e in examples]),
-              "knobs": lambda: pa.array([json.dumps(e.knobs) for e in examples]),
-              "info": lambda: pa.array([json.dumps(e.info) for e in examples])}
-    return pa.table({name: makers[name]() for name in columns})
-
-
-def _stacked(examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
-    return np.stack([e.tokens for e in examples]), np.stack([e.training_targets for e in examples])
+    return pa.table({"tokens": column([e.tokens for e in examples]), "labels": column([e.labels for e in examples]),
+                     "targets": column([e.training_targets for e in examples]),
+                     "knobs": pa.array([json.dumps(e.knobs) for e in examples]),
+                     "info": pa.array([json.dumps(e.info) for e in examples])})
 
 
 def _examples(batch: dict[str, Any]) -> list[Example]:

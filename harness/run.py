@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness.build import build_model, build_task
+from harness.checkpoint import Checkpoints
 from harness.config import NON_SEMANTIC_KEYS, RunConfig
 from harness.cpu_allocator import DESCRIPTION as ALLOCATOR
 from harness.cpu_allocator import retain_freed_memory
@@ -26,14 +27,16 @@ from harness.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.model import StreamingLM
 from harness.registry import MECHANISMS
 from harness.report import write_report
-from harness.store import completed_status, run_id, write_run
+from harness.store import FINAL_STATUSES, completed_status, run_id, write_run
 from harness.task import Task
 from harness.train import Diverged, train
+from harness.weights import save_weights
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+MODES = ("train", "eval")
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -54,6 +57,8 @@ class Plan:
     device: torch.device
     run_id: str
     run_dir: Path
+    #: the resolved config without NON_SEMANTIC_KEYS, which ``run_id`` hashes
+    semantic: dict[str, Any]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,7 +105,8 @@ def prepare(cfg: DictConfig) -> Plan:
     semantic = {key: value for key, value in container.items() if key not in NON_SEMANTIC_KEYS}
     identifier = run_id(semantic)
     run_dir = Path(config.results_dir) / config.name / identifier
-    return Plan(config, OmegaConf.to_yaml(OmegaConf.create(container)), task, model, device, identifier, run_dir)
+    return Plan(config, OmegaConf.to_yaml(OmegaConf.create(container)), task, model, device, identifier, run_dir,
+                semantic)
 
 
 def _check_sizes(config: RunConfig) -> None:
@@ -118,6 +124,14 @@ def _check_sizes(config: RunConfig) -> None:
         )
     if not config.eval.grid:
         raise ConfigError("eval.grid is empty: give at least context_len")
+    if config.data_workers < 0:
+        raise ConfigError(f"data_workers must be at least 0, got {config.data_workers}")
+    for key, value in (("checkpoint.every_steps", config.checkpoint.every_steps),
+                       ("checkpoint.every_minutes", config.checkpoint.every_minutes)):
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key} must be positive (or null: never), got {value}")
+    if config.mode not in MODES:
+        raise ConfigError(f"mode={config.mode!r}; choose one of {list(MODES)}")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -139,13 +153,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if plan.device.type == "cpu" and retain_freed_memory():
         record["measurement"]["cpu_allocator"] = ALLOCATOR
     outcomes_csv = None
+    checkpoints = Checkpoints(plan.run_dir, config.checkpoint)
     try:
         precision = autocast(plan.device, config.precision)
-        cache = ExampleCache(config.cache_dir)
         summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
-                        config.progress, precision, cache)
+                        config.progress, precision, config.data_workers, checkpoints)
+        if config.keep_weights:
+            save_weights(plan.model, plan.run_dir)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
-                                   config.progress, precision, cache)
+                                   config.progress, precision, ExampleCache(config.cache_dir))
         record.update(status="ok", error=None, training=asdict(summary), cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:
@@ -154,6 +170,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         record.update(status="failed", error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
                       training=None, cells=[])
     write_run(plan.run_dir, plan.config_yaml, record, outcomes_csv)
+    if record["status"] in FINAL_STATUSES:  # a failed run is retried, from its last checkpoint
+        checkpoints.remove()
     write_report(Path(config.results_dir), Path(config.reports_dir), config.name)
     print(f"[memarena] {config.name}/{plan.run_id} ({label}): {summary_line(record)}")
     return record
@@ -171,6 +189,7 @@ def summary_line(record: dict[str, Any]) -> str:
         f"(mean over {len(primary)} cells{f', {out_of_memory} out of memory' if out_of_memory else ''}), "
         f"final loss {training['final_loss']:.3f}, {training['tokens_per_s']:.0f} train tokens/s, "
         f"{training['wall_time_s']:.0f}s training"
+        + "".join(f", resumed at step {step}" for step in training["resumed_at_steps"])
     )
 
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from harness.checkpoint import Checkpoints, random_states, restore_random_states
 from harness.config import TrainConfig
-from harness.example_cache import ExampleCache
 from harness.model import StreamingLM
 from harness.task import IGNORE, Task
+from harness.training_stream import step_lengths, training_batches
 
 
 #: steps between two reads of the losses by the host (each read waits for the device)
@@ -33,6 +33,14 @@ class TrainSummary:
     tokens: int
     wall_time_s: float
     tokens_per_s: float
+    #: the range of training sequence lengths, to tell evaluation lengths beyond training
+    context_len: int
+    min_context_len: int
+    #: every CHECK_EVERY steps and at the last: {"step": steps done, "loss": mean task loss (no
+    #: auxiliary losses) over the steps since the previous entry, "lr": learning rate of the last of them}
+    curve: list[dict[str, float]]
+    #: steps done when training was resumed from a checkpoint (empty: ran through)
+    resumed_at_steps: list[int] = field(default_factory=list)
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -46,23 +54,36 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 def train(
     model: StreamingLM, task: Task, config: TrainConfig, segment_len: int, seed: int,
     device: torch.device, progress: bool = True, autocast: torch.autocast | None = None,
-    cache: ExampleCache | None = None,
+    data_workers: int = 1, checkpoints: Checkpoints | None = None,
 ) -> TrainSummary:
+    """Train ``model`` for ``config.steps`` steps, resuming from ``checkpoints`` if one is stored there."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.95), weight_decay=config.weight_decay,
                                   fused=device.type in ("cpu", "cuda"))  # one kernel per step: 4.7x faster on a tiny model
-    lengths = np.random.default_rng([seed, 2]).integers(config.min_context_len, config.context_len + 1, config.steps)
-    batches = (cache or ExampleCache(None)).training_batches(task, seed, lengths.tolist(), config.batch_size)
     # losses stay on the device, read by the host every CHECK_EVERY steps: no sync in every step
     losses = torch.zeros(config.steps, device=device)
     totals = torch.zeros(config.steps, device=device)
-    tokens, checked = 0, 0
+    first, tokens, elapsed, curve, resumed = 0, 0, 0.0, [], []
+    stored = checkpoints.load() if checkpoints else None
+    if stored is not None:
+        model.load_state_dict(stored["model"])
+        optimizer.load_state_dict(stored["optimizer"])
+        losses.copy_(stored["losses"])
+        totals.copy_(stored["totals"])
+        restore_random_states(stored["random"])
+        first, tokens, elapsed, curve = stored["step"], stored["tokens"], stored["wall_time_s"], stored["curve"]
+        resumed = [*stored["resumed_at_steps"], first]
+    checked = curve[-1]["step"] if curve else 0
+    batches = training_batches(task, seed, step_lengths(seed, config), config.batch_size, first, data_workers,
+                               pin_memory=device.type == "cuda")
     start = time.perf_counter()
-    bar = tqdm(range(config.steps), desc=f"train {model.mechanism_name}", disable=not progress, leave=False)
-    for step in bar:
+    bar = tqdm(batches, desc=f"train {model.mechanism_name}", disable=not progress, leave=False,
+               initial=first, total=config.steps)
+    for step, (inputs, labels) in enumerate(bar, start=first):
+        lr = learning_rate(step, config)
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, config)
-        inputs, labels = (torch.from_numpy(array).to(device) for array in batches(step))
+            group["lr"] = lr
+        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
             logits, _ = model.stream(inputs, model.init_state(config.batch_size), segment_len)
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
@@ -74,13 +95,23 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         tokens += inputs.numel()
-        if (step + 1) % CHECK_EVERY == 0 or step + 1 == config.steps:
-            _check_finite(totals[checked : step + 1].cpu(), checked)
-            checked = step + 1
-            bar.set_postfix(loss=f"{losses[step].item():.3f}", refresh=False)
-    wall = time.perf_counter() - start
+        done = step + 1
+        if done % CHECK_EVERY == 0 or done == config.steps:
+            window_losses, window_totals = torch.stack([losses[checked:done], totals[checked:done]]).cpu()
+            _check_finite(window_totals, checked)
+            curve.append({"step": done, "loss": float(window_losses.double().mean()), "lr": lr})
+            checked = done
+            bar.set_postfix(loss=f"{window_losses[-1].item():.3f}", refresh=False)
+        if checkpoints is not None and done < config.steps and checkpoints.due(done):
+            checkpoints.save({
+                "step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "losses": losses.cpu(), "totals": totals.cpu(), "random": random_states(), "tokens": tokens,
+                "wall_time_s": elapsed + time.perf_counter() - start, "curve": curve, "resumed_at_steps": resumed,
+            })
+    wall = elapsed + time.perf_counter() - start
     tail = losses[-max(1, config.steps // 10) :]
-    return TrainSummary(config.steps, float(tail.mean()), tokens, wall, tokens / wall if wall else 0.0)
+    return TrainSummary(config.steps, float(tail.mean()), tokens, wall, tokens / wall if wall else 0.0,
+                        config.context_len, config.min_context_len, curve, resumed)
 
 
 def _check_finite(totals: torch.Tensor, first_step: int) -> None:

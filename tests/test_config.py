@@ -49,6 +49,8 @@ def test_launcher_presets_compose(launcher, target):
 def test_run_id_ignores_paths_and_flags_but_not_semantics(tmp_path):
     base = prepare(compose_config([f"results_dir={tmp_path}/a"])).run_id
     assert base == prepare(compose_config([f"results_dir={tmp_path}/b", "force=true", "progress=false"])).run_id
+    assert base == prepare(compose_config(["mode=eval", "keep_weights=false", "data_workers=0",
+                                           "checkpoint.every_steps=5", "checkpoint.every_minutes=null"])).run_id
     assert base != prepare(compose_config(["seed=1"])).run_id
     assert base != prepare(compose_config(["train.steps=7"])).run_id
 
@@ -82,6 +84,10 @@ def test_unknown_mechanism_lists_the_known_ones():
     ("model.n_heads=3", "divisible"),
     ("device=cuda:7", "device"),
     ("precision=fp8", "precision"),
+    ("data_workers=-1", "data_workers"),
+    ("checkpoint.every_steps=0", "checkpoint.every_steps"),
+    ("checkpoint.every_minutes=-1", "checkpoint.every_minutes"),
+    ("mode=evaluate", "mode"),
 ])
 def test_impossible_settings_fail_before_any_write(override, message, tmp_path):
     if override.startswith("device") and __import__("torch").cuda.is_available():

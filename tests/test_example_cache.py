@@ -1,4 +1,4 @@
-"""Generated examples cached with `datasets`: identical to generating them, shared, keyed by options and code."""
+"""Generated test examples cached with `datasets`: identical to generating them, shared, keyed by options and code."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import pytest
 import harness
 from harness.example_cache import ExampleCache, code_version
 
-LENGTHS = [48, 64, 56, 64]
-
-
-def same_batch(examples, batch):
-    tokens, targets = batch
-    return (tokens.shape == (len(examples), len(examples[0].tokens)) and tokens.dtype == targets.dtype == np.int64
-            and np.array_equal(tokens, np.stack([e.tokens for e in examples]))
-            and np.array_equal(targets, np.stack([e.training_targets for e in examples])))
+CELLS = [{"context_len": 64}, {"context_len": 96}]  # of qa
+NIAH_CELLS = [{**cell, "depth": 0.5} for cell in CELLS]
 
 
 def same(a, b):
@@ -26,9 +20,6 @@ def same(a, b):
 @pytest.mark.parametrize("name", ["passkey", "babi_qa"])
 def test_cached_examples_equal_generated_ones(name, tmp_path):
     task = harness.build_task(name)
-    batches = ExampleCache(tmp_path).training_batches(task, 3, LENGTHS, 5)
-    for step, length in enumerate(LENGTHS):
-        assert same_batch(task.training_examples(3, step, 5, length), batches(step))
     cells = [{"context_len": 64, **{k: v[0] for k, v in task.config.grid.items()}},
              {"context_len": 96, **{k: v[-1] for k, v in task.config.grid.items()}}]
     cached = ExampleCache(tmp_path).test_cells(task, 0, cells, 4)
@@ -41,15 +32,15 @@ def arrow_files(directory):
 
 
 def test_a_second_run_reads_the_cache_and_other_options_get_their_own(tmp_path):
-    task = harness.build_task("niah")
-    ExampleCache(tmp_path).training_batches(task, 0, LENGTHS, 5)
+    task, cells = harness.build_task("niah"), NIAH_CELLS
+    ExampleCache(tmp_path).test_cells(task, 0, cells, 5)
     [written] = arrow_files(tmp_path)
     stamp = written.stat().st_mtime_ns
-    again = ExampleCache(tmp_path).training_batches(harness.build_task("niah"), 0, LENGTHS, 5)
+    again = ExampleCache(tmp_path).test_cells(harness.build_task("niah"), 0, cells, 5)
     assert arrow_files(tmp_path) == [written] and written.stat().st_mtime_ns == stamp
-    assert again(1)[0].shape == (5, 64)
-    ExampleCache(tmp_path).training_batches(harness.build_task("niah", num_keys=2), 0, LENGTHS, 5)
-    ExampleCache(tmp_path).training_batches(task, 1, LENGTHS, 5)
+    assert len(again[1][0].tokens) == 96
+    ExampleCache(tmp_path).test_cells(harness.build_task("niah", num_keys=2), 0, cells, 5)
+    ExampleCache(tmp_path).test_cells(task, 1, cells, 5)
     assert len(arrow_files(tmp_path)) == 3
 
 
@@ -60,19 +51,20 @@ def test_the_key_covers_the_generator_code():
 
 def test_no_directory_or_dataset_backed_tasks_generate_directly(tmp_path):
     task = harness.build_task("qa")
-    batches = ExampleCache(tmp_path).training_batches(task, 0, [64], 2)
-    assert same_batch(task.training_examples(0, 0, 2, 64), batches(0))
+    [examples] = ExampleCache(tmp_path).test_cells(task, 0, CELLS[1:], 2)
+    assert all(same(a, b) for a, b in zip(task.test_examples(0, CELLS[1], 2), examples))
     assert not arrow_files(tmp_path)
-    direct = ExampleCache(None).training_batches(harness.build_task("passkey"), 0, [64], 2)
-    assert same_batch(harness.build_task("passkey").training_examples(0, 0, 2, 64), direct(0))
+    passkey = harness.build_task("passkey")
+    [direct] = ExampleCache(None).test_cells(passkey, 0, [{"context_len": 64, "depth": 0.5}], 2)
+    assert all(same(a, b) for a, b in zip(passkey.test_examples(0, {"context_len": 64, "depth": 0.5}, 2), direct))
 
 
 def test_a_damaged_entry_is_regenerated_with_a_warning(tmp_path):
-    task = harness.build_task("passkey")
-    ExampleCache(tmp_path).training_batches(task, 0, LENGTHS, 5)
+    task = harness.build_task("niah")
+    ExampleCache(tmp_path).test_cells(task, 0, NIAH_CELLS, 5)
     [written] = arrow_files(tmp_path)
     written.write_bytes(b"not arrow")
     with pytest.warns(UserWarning, match="unreadable"):
-        batches = ExampleCache(tmp_path).training_batches(task, 0, LENGTHS, 5)
-    assert same_batch(task.training_examples(0, 2, 5, LENGTHS[2]), batches(2))
+        [_, examples] = ExampleCache(tmp_path).test_cells(task, 0, NIAH_CELLS, 5)
+    assert all(same(a, b) for a, b in zip(task.test_examples(0, NIAH_CELLS[1], 5), examples))
     assert not [path for path in tmp_path.rglob(".*") if path.is_dir()]  # no scratch directory left behind

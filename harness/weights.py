@@ -1,0 +1,29 @@
+"""A run's trained weights, kept in its run directory so that later evaluations need no training."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+
+from harness.store import write_atomic
+
+WEIGHTS_FILE = "model.pt"
+
+
+def save_atomic(content: object, path: Path) -> None:
+    """``torch.save`` of ``content`` (tensors, numbers, strings and containers of them), written atomically."""
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    write_atomic(path, buffer.getvalue())
+
+
+def save_weights(model: torch.nn.Module, run_dir: Path) -> None:
+    """The model's state dict, into ``run_dir/model.pt`` (before the record marks the run complete)."""
+    save_atomic(model.state_dict(), run_dir / WEIGHTS_FILE)
+
+
+def load_weights(model: torch.nn.Module, run_dir: Path) -> None:
+    """Load ``run_dir/model.pt`` into ``model`` (tensors only: ``weights_only=True`` runs no pickled code)."""
+    model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))

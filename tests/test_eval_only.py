@@ -1,0 +1,66 @@
+"""Train once, evaluate many: mode=eval adds cells to a stored run's record from its kept weights, no training."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import harness.run
+from conftest import compose_config, run_cli, tiny_overrides
+from harness.evaluate_stored import evaluate_stored
+from harness.run import ConfigError, run
+from harness.store import OUTCOMES_FILE, RESULT_FILE
+from harness.weights import WEIGHTS_FILE
+
+LONGER = "eval.grid.context_len=[48,64,96]"
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("mode=eval trained")
+
+
+def test_eval_mode_adds_the_missing_cells_of_a_longer_grid_without_training(tmp_path, monkeypatch):
+    overrides = tiny_overrides(tmp_path)
+    trained = run(compose_config(overrides))
+    [run_dir] = (tmp_path / "results" / "quick").iterdir()
+    assert (run_dir / WEIGHTS_FILE).is_file()
+    assert (trained["training"]["context_len"], trained["training"]["min_context_len"]) == (48, 48)
+
+    monkeypatch.setattr(harness.run, "train", no_training)
+    outcome = evaluate_stored(compose_config([*overrides, LONGER, "mode=eval"]))
+    assert outcome == {"run_id": run_dir.name, "status": "ok", "skipped": False}
+    assert [path.name for path in (tmp_path / "results" / "quick").iterdir()] == [run_dir.name]
+    record = json.loads((run_dir / RESULT_FILE).read_text())
+    assert record["training"] == trained["training"] and record["cells"][: len(trained["cells"])] == trained["cells"]
+    added = record["cells"][len(trained["cells"]) :]
+    assert sorted({(cell["knobs"]["context_len"], cell["knobs"]["depth"]) for cell in added}) == [(96, 0.0), (96, 1.0)]
+    assert len(added) == 2 * 2 and all(cell["evaluation"] == 0 and cell["status"] == "ok" for cell in added)
+    [evaluation] = record["evaluations"]
+    assert evaluation["cells"] == [{"context_len": 96, "depth": 0.0}, {"context_len": 96, "depth": 1.0}]
+    assert evaluation["time"] >= record["provenance"]["time"] and "git_commit" in evaluation
+    outcomes = pd.read_csv(run_dir / OUTCOMES_FILE)
+    assert len(outcomes) == 3 * 2 * 4 * 2 and (outcomes.context_len == 96).sum() == 2 * 4 * 2
+
+    # the stored weights are the trained model's: a run trained with the longer grid scores the same
+    monkeypatch.undo()
+    fresh = run(compose_config([*tiny_overrides(tmp_path / "fresh"), LONGER]))
+    value = {(json.dumps(cell["knobs"]), cell["metric"]): cell["value"] for cell in fresh["cells"]}
+    assert all(cell["value"] == value[json.dumps(cell["knobs"]), cell["metric"]] for cell in added)
+
+    again = run_cli(*overrides, LONGER, "mode=eval", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "nothing to do" in again.stdout
+    assert json.loads((run_dir / RESULT_FILE).read_text()) == record
+
+
+def test_eval_mode_refuses_before_any_work_without_a_stored_model_or_its_weights(tmp_path):
+    overrides = [*tiny_overrides(tmp_path), "mode=eval"]
+    with pytest.raises(ConfigError, match="no stored run of this trained model"):
+        evaluate_stored(compose_config(overrides))
+    run(compose_config([*tiny_overrides(tmp_path), "keep_weights=false"]))
+    with pytest.raises(ConfigError, match="examples_per_cell=8 but .* eval.examples_per_cell=4"):
+        evaluate_stored(compose_config([*overrides, "eval.examples_per_cell=8"]))
+    with pytest.raises(ConfigError, match="no stored weights"):
+        evaluate_stored(compose_config([*overrides, LONGER]))

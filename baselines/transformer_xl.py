@@ -50,8 +50,8 @@ class TransformerXL(Mechanism):
 
     def __init__(self, d_model: int, n_heads: int, config: TransformerXLConfig):
         super().__init__(d_model, n_heads, config)
-        if config.mem_len < 0:
-            raise ValueError(f"{self.name}: mem_len must be >= 0, got {config.mem_len}")
+        if config.mem_len < 1:
+            raise ValueError(f"{self.name}: mem_len must be >= 1 (0 would read each segment alone), got {config.mem_len}")
         if config.position not in ("relative", "rotary"):
             raise ValueError(f"{self.name}: position must be 'relative' or 'rotary', got {config.position!r}")
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)

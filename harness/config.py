@@ -1,4 +1,4 @@
-"""Typed configs of a run, stored in Hydra's ConfigStore; the YAML files under conf/ extend them.
+"""Typed configs of a run, stored in Hydra's ConfigStore; the YAML files under harness/conf/ extend them.
 
 The primary config ``config_schema`` types every group: a misspelt key or a value of the wrong
 type in a YAML file or an override fails at composition, before any work, naming the key. The
@@ -17,7 +17,8 @@ from omegaconf import MISSING
 
 from harness.registry import MECHANISMS, TASKS
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: the Hydra config tree, shipped inside the package so that any install (wheel, non-editable) finds it
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @dataclass

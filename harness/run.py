@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.build import build_model, build_task
 from harness.checkpoint import Checkpoints
+from harness.checks import (ConfigError, check_grid, check_max_memory, check_memory, check_name, check_ranges,
+                            prepare_directories)
 from harness.config import NON_SEMANTIC_KEYS, RunConfig
 from harness.cpu_allocator import DESCRIPTION as ALLOCATOR
 from harness.cpu_allocator import retain_freed_memory
@@ -42,10 +44,6 @@ MODES = ("train", "eval")
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=PRECISIONS[precision] or torch.float32,
                           enabled=PRECISIONS[precision] is not None)
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; raised before any work or any write."""
 
 
 @dataclass
@@ -74,29 +72,39 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare(cfg: DictConfig) -> Plan:
-    """Check everything that can be checked without work, and build the task and model."""
+    """Check everything that can be checked without work or writes, and build the task and model."""
     container = OmegaConf.to_container(cfg, resolve=True)
     config: RunConfig = OmegaConf.to_object(cfg)
+    check_name(config.name)
+    check_ranges(config)
+    if config.mode not in MODES:
+        raise ConfigError(f"mode={config.mode!r}; choose one of {list(MODES)}")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision={config.precision!r}; choose one of {list(PRECISIONS)}")
+    device = resolve_device(config.device)
     try:
         task = build_task(**container["task"])
-        for knobs in grid_cells(task.evaluation_grid(config.eval.grid)):
+        check_grid(config.eval.grid, task.config.grid)
+        cells = grid_cells(task.evaluation_grid(config.eval.grid))
+        for knobs in cells:
             task.validate_cell(knobs)
         rng = np.random.default_rng(0)
         for length in (config.train.min_context_len, config.train.context_len):
             task.validate_cell(task.training_knobs(rng, length))
-        _check_sizes(config)
-        if config.precision not in PRECISIONS:
-            raise ConfigError(f"precision={config.precision!r}; choose one of {list(PRECISIONS)}")
-        device = resolve_device(config.device)
+        task.check_data(cells, config.eval.examples_per_cell, config.eval.seed,
+                        (config.train.min_context_len, config.train.context_len), config.train.batch_size, config.seed)
         if config.state_budget_bytes is not None:
             mechanism = MECHANISMS.get(config.mechanism.name)
             container["mechanism"].update(mechanism.options_for_state_budget(
                 config.state_budget_bytes, config.model.d_model, config.model.n_layers, element_bytes=4))
+        model_options = dict(vocab_size=task.vocab_size, d_model=config.model.d_model, n_layers=config.model.n_layers,
+                             n_heads=config.model.n_heads, mlp_ratio=config.model.mlp_ratio, **container["mechanism"])
+        with torch.device("meta"):
+            meta_model = build_model(**model_options)
+        check_memory(config, meta_model, max(knobs["context_len"] for knobs in cells), device)
+        check_max_memory(config.eval.max_memory_gb, sum(p.numel() * p.element_size() for p in meta_model.parameters()))
         torch.manual_seed(config.seed)
-        model = build_model(
-            vocab_size=task.vocab_size, d_model=config.model.d_model, n_layers=config.model.n_layers,
-            n_heads=config.model.n_heads, mlp_ratio=config.model.mlp_ratio, **container["mechanism"],
-        ).to(device)
+        model = build_model(**model_options).to(device)
         if config.compile:
             for block in model.blocks:
                 block.compile(dynamic=True)
@@ -109,34 +117,10 @@ def prepare(cfg: DictConfig) -> Plan:
                 semantic)
 
 
-def _check_sizes(config: RunConfig) -> None:
-    positive = {
-        "model.segment_len": config.model.segment_len, "train.steps": config.train.steps,
-        "train.batch_size": config.train.batch_size, "train.min_context_len": config.train.min_context_len,
-        "eval.examples_per_cell": config.eval.examples_per_cell, "eval.batch_size": config.eval.batch_size,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key} must be at least 1, got {value}")
-    if config.train.min_context_len > config.train.context_len:
-        raise ConfigError(
-            f"train.min_context_len={config.train.min_context_len} exceeds train.context_len={config.train.context_len}"
-        )
-    if not config.eval.grid:
-        raise ConfigError("eval.grid is empty: give at least context_len")
-    if config.data_workers < 0:
-        raise ConfigError(f"data_workers must be at least 0, got {config.data_workers}")
-    for key, value in (("checkpoint.every_steps", config.checkpoint.every_steps),
-                       ("checkpoint.every_minutes", config.checkpoint.every_minutes)):
-        if value is not None and not value > 0:
-            raise ConfigError(f"{key} must be positive (or null: never), got {value}")
-    if config.mode not in MODES:
-        raise ConfigError(f"mode={config.mode!r}; choose one of {list(MODES)}")
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one config end to end and return its record (or the stored one's status if skipped)."""
     plan = prepare(cfg)
+    prepare_directories(plan.config)
     config, label = plan.config, f"{plan.config.mechanism.name} on {plan.config.task.name} seed={plan.config.seed}"
     stored = completed_status(plan.run_dir)
     if stored is not None and not config.force:

@@ -2,7 +2,7 @@
 
 Layout: ``<results_dir>/<experiment>/<run_id>/`` with ``config.yaml`` (the resolved config),
 ``outcomes.csv`` (one row per test example and metric, for paired statistics) and
-``result.json`` (see ``SCHEMA_VERSION``). Every file is written to a temporary name in the same
+``result.json`` (its shape: harness/result_schema.py). Every file is written to a temporary name in the same
 directory and renamed into place; ``result.json`` is written last, so a run whose
 ``result.json`` is present and valid is complete, and a run killed midway leaves no record and
 is redone on the next invocation. Concurrent writers of the same run write the same content and
@@ -19,7 +19,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from omegaconf import OmegaConf
+
+from harness.config import NON_SEMANTIC_KEYS
+from harness.result_schema import SCHEMA_VERSION, record_problem
+
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"
 OUTCOMES_FILE = "outcomes.csv"
@@ -58,7 +62,7 @@ class CorruptRecord(ValueError):
 
 
 def read_result(run_dir: Path) -> dict[str, Any]:
-    """The run's record; raises FileNotFoundError if absent, CorruptRecord if unreadable."""
+    """The run's record; raises FileNotFoundError if absent, CorruptRecord if unreadable or of the wrong shape."""
     path = run_dir / RESULT_FILE
     try:
         record = json.loads(path.read_text())
@@ -66,8 +70,11 @@ def read_result(run_dir: Path) -> dict[str, Any]:
         raise
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CorruptRecord(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(record, dict) or record.get("schema_version") != SCHEMA_VERSION or "status" not in record:
-        raise CorruptRecord(f"{path}: not a memarena result (schema version {SCHEMA_VERSION})")
+    problem = record_problem(record)
+    if problem is not None:
+        raise CorruptRecord(f"{path}: not a memarena result of schema version {SCHEMA_VERSION} ({problem})")
+    if record["run_id"] != run_dir.name:
+        raise CorruptRecord(f"{path}: the record of run {record['run_id']}, stored under another run's directory")
     return record
 
 
@@ -92,16 +99,47 @@ def write_run(run_dir: Path, config_yaml: str, result: dict[str, Any], outcomes_
 
 
 def load_experiment(results_dir: Path, experiment: str) -> list[dict[str, Any]]:
-    """Every readable record of an experiment; unreadable or foreign ones are skipped with a warning."""
-    records = []
+    """Every valid record of an experiment, one per trained configuration and seed.
+
+    Unreadable, foreign or wrongly shaped records are skipped with a warning naming the file. Two
+    records that trained the same configuration with the same seed (the same run stored under an
+    older run_id, or evaluated on another grid) are one model, not two samples: only the newest
+    is kept, and the others are named in a warning, so that no report pools them as seeds.
+    """
     root = Path(results_dir) / experiment
     if not root.is_dir():
-        return records
+        return []
+    kept: dict[tuple, tuple[Path, dict[str, Any]]] = {}
     for run_dir in sorted(path for path in root.iterdir() if path.is_dir() and not path.name.startswith(".")):
         try:
-            records.append(read_result(run_dir))
+            record = read_result(run_dir)
         except FileNotFoundError:
             warnings.warn(f"{run_dir}: no {RESULT_FILE} (an unfinished run); skipped", stacklevel=2)
+            continue
         except CorruptRecord as error:
             warnings.warn(f"{error}; skipped", stacklevel=2)
-    return records
+            continue
+        key = (record["mechanism"], record["task"], record["seed"], trained_configuration(run_dir))
+        if key in kept:
+            (older, _), (newer, record) = sorted([kept[key], (run_dir, record)],
+                                                 key=lambda item: item[1]["provenance"].get("time") or "")
+            warnings.warn(f"{older}: the same configuration and seed as {newer}, which is newer; skipped "
+                          "(a duplicate is one trained model, not another seed)", stacklevel=2)
+            run_dir = newer
+        kept[key] = (run_dir, record)
+    return [record for _, record in sorted(kept.values(), key=lambda item: item[0].name)]
+
+
+def trained_configuration(run_dir: Path) -> str:
+    """A key of what the run trained: its stored config without paths and flags and without the
+    evaluation settings (``eval``, ``task.grid``), which do not change the trained model."""
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
+    except Exception:  # an unreadable config cannot be matched with another run's: the run stands alone
+        return run_dir.name
+    if not isinstance(config, dict):
+        return run_dir.name
+    trained = {key: value for key, value in config.items() if key not in (*NON_SEMANTIC_KEYS, "eval")}
+    if isinstance(trained.get("task"), dict):
+        trained["task"] = {key: value for key, value in trained["task"].items() if key != "grid"}
+    return run_id(trained)

@@ -141,6 +141,11 @@ class Task:
             raise ValueError(f"{self.name}: context_len={knobs['context_len']} is shorter than {least} tokens, "
                              "the least an example takes with these options")
 
+    def check_data(self, cells: list[dict[str, Any]], count: int, test_seed: int, training_lengths: tuple[int, ...],
+                   batch_size: int, training_seed: int) -> None:
+        """Raise ValueError if the task's data cannot give ``count`` test examples of every cell, or a
+        training batch of ``batch_size`` at each of ``training_lengths``; generated tasks always can."""
+
     def test_examples(self, seed: int, knobs: dict[str, Any], count: int) -> list[Example]:
         """``count`` test examples of one cell, reproducible from (config, seed, knobs, index)."""
         self.validate_cell(knobs)

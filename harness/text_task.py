@@ -138,6 +138,9 @@ class TextTask(Task):
         data_files = None
         if config.data_files is not None:
             data_files = {name: _shipped(files) for name, files in config.data_files.items()}
+        for file in _local_files(data_files, split):
+            if file.stat().st_size == 0:
+                raise ValueError(f"{self.name}: data file {file} of split {split!r} is empty")
         try:
             data = datasets.load_dataset(config.source, config.source_config, data_files=data_files, split=split)
         except Exception as error:  # datasets raises many kinds; all mean "cannot load this"
@@ -206,6 +209,13 @@ class TextTask(Task):
         raise ValueError(f"{self.name}: split {split!r} has only {len(examples)} example(s) that fit context_len="
                          f"{context_len} with truncation={self.config.truncation!r}; {count} are needed")
 
+    def check_data(self, cells, count, test_seed, training_lengths, batch_size, training_seed) -> None:
+        """Lay out the examples of every cell and of the first training step: too small a split fails now."""
+        for knobs in cells:
+            self.test_examples(test_seed, knobs, count)
+        for length in training_lengths:
+            self.training_examples(training_seed, 0, batch_size, length)
+
     def test_examples(self, seed: int, knobs: dict[str, Any], count: int) -> list[Example]:
         """The first ``count`` test examples (that fit) in an order drawn from ``seed``."""
         self.validate_cell(knobs)
@@ -270,6 +280,12 @@ def answer_texts(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     return [str(text) for text in value]
+
+
+def _local_files(data_files: dict[str, Any] | None, split: str) -> list[Path]:
+    """The files of ``split`` in ``data_files`` that exist on this machine (not hub names or URLs)."""
+    files = (data_files or {}).get(split, [])
+    return [Path(file) for file in ([files] if isinstance(files, str) else files) if Path(file).is_file()]
 
 
 def _shipped(files: Any) -> Any:

@@ -10,6 +10,14 @@ import pytest
 from harness import store
 
 
+def result(run_id: str, status: str = "ok", **fields) -> dict:
+    """A record of the shape the store accepts (harness/result_schema.py)."""
+    return {"run_id": run_id, "experiment": "exp", "mechanism": "m", "task": "passkey", "seed": 0, "parameters": 10,
+            "primary_metric": "exact_match", "provenance": {"time": "2026-01-01T00:00:00+00:00"}, "status": status,
+            "error": None if status == "ok" else "boom", "training": {"tokens_per_s": 1.0} if status == "ok" else None,
+            "cells": [], **fields}
+
+
 def test_run_id_is_stable_and_order_independent():
     assert store.run_id({"a": 1, "b": {"c": 2}}) == store.run_id({"b": {"c": 2}, "a": 1})
     assert store.run_id({"a": 1}) != store.run_id({"a": 2})
@@ -64,7 +72,7 @@ def test_a_run_is_complete_only_once_its_result_is_written(tmp_path):
     assert store.completed_status(run_dir) is None
     store.write_atomic(run_dir / store.CONFIG_FILE, "x: 1")  # a run killed after its first file
     assert store.completed_status(run_dir) is None
-    store.write_run(run_dir, "x: 1", {"status": "ok", "cells": []}, "metric,value\n")
+    store.write_run(run_dir, "x: 1", result("abc"), "metric,value\n")
     assert store.completed_status(run_dir) == "ok"
     assert json.loads((run_dir / store.RESULT_FILE).read_text())["schema_version"] == store.SCHEMA_VERSION
 
@@ -87,7 +95,7 @@ def test_a_run_whose_other_files_fail_to_write_leaves_no_result(tmp_path, monkey
 
 
 def test_failed_runs_are_retried(tmp_path):
-    store.write_run(tmp_path / "r", "x: 1", {"status": "failed", "error": "boom"}, None)
+    store.write_run(tmp_path / "r", "x: 1", result("r", "failed"), None)
     assert store.completed_status(tmp_path / "r") is None
 
 
@@ -101,7 +109,7 @@ def test_corrupt_or_foreign_records_are_redone_with_a_warning(tmp_path, content)
 
 
 def test_loading_an_experiment_skips_corrupt_and_unfinished_runs_with_a_warning(tmp_path):
-    store.write_run(tmp_path / "exp" / "good", "x: 1", {"status": "ok", "cells": []}, None)
+    store.write_run(tmp_path / "exp" / "good", "x: 1", result("good"), None)
     (tmp_path / "exp" / "corrupt").mkdir()
     (tmp_path / "exp" / "corrupt" / store.RESULT_FILE).write_text("{")
     (tmp_path / "exp" / "unfinished").mkdir()

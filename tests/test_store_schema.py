@@ -1,0 +1,133 @@
+"""A store that cannot be fooled: records checked against their schema, stable run_ids, no pooled duplicates."""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO, compose_config, run_cli
+from harness import store
+from harness.config import CONF_DIR, register_configs
+from harness.run import prepare
+
+REFERENCE = REPO / "results" / "reference"
+
+
+def a_reference_record() -> dict:
+    path = next(REFERENCE.glob(f"*/{store.RESULT_FILE}"))
+    return json.loads(path.read_text())
+
+
+def without(record: dict, key: str) -> dict:
+    return {k: v for k, v in record.items() if k != key}
+
+
+def changed(record: dict, path: tuple, value) -> dict:
+    record = copy.deepcopy(record)
+    target = record
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return record
+
+
+RECORD = a_reference_record()
+WRONG_SHAPES = {
+    "only a status": {"schema_version": 1, "status": "ok"},
+    "no run_id": without(RECORD, "run_id"),
+    "no cells": without(RECORD, "cells"),
+    "no mechanism": without(RECORD, "mechanism"),
+    "no knobs": changed(RECORD, ("cells", 0, "knobs"), None),
+    "cells not a list": changed(RECORD, ("cells",), {"a": 1}),
+    "seed a string": changed(RECORD, ("seed",), "0"),
+    "unknown run status": changed(RECORD, ("status",), "great"),
+    "unknown cell status": changed(RECORD, ("cells", 0, "status"), "great"),
+    "value a string": changed(RECORD, ("cells", 0, "value"), "high"),
+    "ok without training": changed(RECORD, ("training",), None),
+    "other schema version": changed(RECORD, ("schema_version",), 2),
+    "a list": [RECORD],
+}
+
+
+def store_as(tmp_path, record, run_id: str = "0123456789abcdef"):
+    run_dir = tmp_path / "results" / "exp" / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / store.RESULT_FILE).write_text(json.dumps(record))
+    (run_dir / store.CONFIG_FILE).write_text("seed: 0\n")
+    return run_dir
+
+
+@pytest.mark.parametrize("name", WRONG_SHAPES)
+def test_a_record_of_the_wrong_shape_is_skipped_and_redone_naming_the_file(tmp_path, name):
+    run_dir = store_as(tmp_path, WRONG_SHAPES[name])
+    with pytest.warns(UserWarning, match=f"{run_dir / store.RESULT_FILE}: not a memarena result"):
+        assert store.completed_status(run_dir) is None, "counted as already done"
+    with pytest.warns(UserWarning, match="skipped"):
+        assert store.load_experiment(tmp_path / "results", "exp") == []
+
+
+def test_a_record_under_another_runs_directory_is_not_that_run(tmp_path):
+    run_dir = store_as(tmp_path, RECORD, run_id="fedcba9876543210")
+    with pytest.warns(UserWarning, match="stored under another run's directory"):
+        assert store.completed_status(run_dir) is None
+
+
+def test_the_committed_records_match_the_schema():
+    for path in REFERENCE.glob(f"*/{store.RESULT_FILE}"):
+        store.read_result(path.parent)
+
+
+def test_the_report_survives_wrong_shapes(tmp_path):
+    for number, record in enumerate(WRONG_SHAPES.values()):
+        store_as(tmp_path, record, run_id=f"{number:016x}")
+    result = run_cli("--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports"),
+                     script="memarena-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("not a memarena result") == len(WRONG_SHAPES)
+
+
+def test_duplicates_of_one_configuration_and_seed_are_not_pooled(tmp_path):
+    older = changed(RECORD, ("provenance", "time"), "2026-01-01T00:00:00+00:00")
+    newer = changed(RECORD, ("provenance", "time"), "2026-02-01T00:00:00+00:00")
+    config = (REFERENCE / RECORD["run_id"] / store.CONFIG_FILE).read_text()
+    # the same training stored twice (an older run_id, another evaluation grid), and another seed
+    for run_id, record, text in [("0000000000000001", older, config),
+                                 ("0000000000000002", newer, config.replace("examples_per_cell: 32", "examples_per_cell: 8")),
+                                 ("0000000000000003", changed(newer, ("seed",), 1), config.replace("\nseed: 0", "\nseed: 1"))]:
+        store_as(tmp_path, {**record, "run_id": run_id}, run_id).joinpath(store.CONFIG_FILE).write_text(text)
+    with pytest.warns(UserWarning, match=r"0000000000000001: the same configuration and seed as .*0000000000000002"):
+        records = store.load_experiment(tmp_path / "results", "exp")
+    assert [record["run_id"] for record in records] == ["0000000000000002", "0000000000000003"]
+
+
+def test_the_run_id_of_a_fixed_config_is_pinned(tmp_path):
+    # The run_id names a run's directory in every store: a run is skipped as done only if it hashes
+    # the same. Changing this value means every stored result stops matching its config and is
+    # retrained; change it only with a change to what a run computes, and say so in the commit.
+    plan = prepare(compose_config(["mechanism=sliding_window", "task=mqar", "seed=3", "train.steps=50",
+                                   f"results_dir={tmp_path}", "cache_dir=null", "progress=false"]))
+    assert plan.run_id == "4179c9d1144bd83a"  # sliding_window gained sink_positions (StreamingLLM cache positions)
+
+
+def planned_reference_runs() -> list:
+    """The runs `memarena name=reference` would make: the quick experiment's sweep, through prepare()."""
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        sweep = compose("config", overrides=["name=reference"], return_hydra_config=True).hydra.sweeper.params
+    (key, values), = sweep.items()
+    return [prepare(compose_config(["name=reference", f"{key}={value}", f"results_dir={REPO / 'results'}"]))
+            for value in values.split(",")]
+
+
+def test_memarena_name_reference_would_skip_every_committed_run():
+    plans = planned_reference_runs()
+    assert len(plans) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        missing = [f"{plan.config.mechanism.name} ({plan.run_id})" for plan in plans
+                   if store.completed_status(plan.run_dir) is None]
+    assert not missing, f"memarena name=reference would retrain {missing}: regenerate results/reference"

@@ -119,3 +119,12 @@ def test_default_mechanisms_are_parameter_matched_to_full_attention(tmp_path):
     reference = parameters("full_attention")
     for mechanism in options("mechanism"):
         assert abs(parameters(mechanism) - reference) <= 0.1 * reference, mechanism
+
+
+@pytest.mark.parametrize("experiment", ["leaderboard", "scaling", "memory_budget"])
+def test_presets_that_rank_train_several_seeds(experiment):
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    seeds = str(cfg.hydra.sweeper.params["seed"]).split(",")
+    assert len(seeds) >= 3, f"{experiment} ranks mechanisms on {len(seeds)} seed(s)"

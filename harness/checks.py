@@ -20,6 +20,7 @@ import torch
 from harness.config import ModelConfig, RunConfig
 from harness.mechanism import state_bytes
 from harness.model import StreamingLM
+from harness.task import EVAL_SPLITS
 
 #: an experiment name is one directory of the store: letters, digits, '.', '_' and '-', not starting with '.'
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -62,6 +63,12 @@ def check_ranges(config: RunConfig) -> None:
                        ("checkpoint.every_minutes", config.checkpoint.every_minutes)):
         if value is not None:
             _check_number(key, value, "> 0 or null (never)", value > 0)
+    if config.eval.split not in EVAL_SPLITS:
+        raise ConfigError(f"eval.split={config.eval.split!r}: choose one of {list(EVAL_SPLITS)}")
+    for lr in config.tune.lr_grid:
+        _check_number("tune.lr_grid", lr, "> 0 for every rate", lr > 0)
+    if config.tune.seed < 0:
+        raise ConfigError(f"tune.seed={config.tune.seed}: must be an integer >= 0")
     if config.eval.max_memory_gb is not None:
         _check_number("eval.max_memory_gb", config.eval.max_memory_gb, "> 0 or null", config.eval.max_memory_gb > 0)
     if config.train.min_context_len > config.train.context_len:

@@ -55,6 +55,18 @@ class EvalConfig:
     #: a cell whose measured peak memory for one example exceeds this is recorded as out of
     #: memory (enforced on CPU and GPU alike); null: only the device's own limit
     max_memory_gb: Optional[float] = None
+    #: "test", or "validation": examples drawn with a seed tag the test set never uses (for tuning)
+    split: str = "test"
+
+
+@dataclass
+class TuneConfig:
+    """Learning-rate tuning by protocol (harness/tuning.py): each configuration trains once per rate
+    of ``lr_grid`` with seed ``seed``, is scored on validation examples, and the best rate trains the
+    run itself. Empty grid: no tuning, ``train.lr`` as given."""
+
+    lr_grid: list[float] = field(default_factory=list)
+    seed: int = 0
 
 
 @dataclass
@@ -99,11 +111,27 @@ class RunConfig:
     #: processes generating training batches ahead of the training step; 0: in the training process
     data_workers: int = 1
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
 
 #: keys that do not change what a run computes; left out of its run_id
 NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force", "progress", "mode", "keep_weights",
                      "data_workers", "checkpoint")
+#: (section, key) -> the value at which a key added later computes what runs computed before it
+#: existed: left out of the run_id at that value, so that stored runs keep their ids
+NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "seed"): 0}
+
+
+def semantic_config(container: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config that a run_id hashes: without NON_SEMANTIC_KEYS, nor keys at their NEUTRAL_VALUES."""
+    semantic = {key: dict(value) if isinstance(value, dict) else value for key, value in container.items()
+                if key not in NON_SEMANTIC_KEYS}
+    for (section, key), neutral in NEUTRAL_VALUES.items():
+        if section in semantic and semantic[section].get(key, neutral) == neutral:
+            semantic[section].pop(key, None)
+            if not semantic[section]:
+                del semantic[section]
+    return semantic
 
 
 def register_configs() -> None:

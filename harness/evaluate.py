@@ -44,7 +44,8 @@ def evaluate(
     cells, outcomes = [], []
     if cells_knobs is None:
         cells_knobs = grid_cells(task.evaluation_grid(config.grid))
-    test_cells = (cache or ExampleCache(None)).test_cells(task, config.seed, cells_knobs, config.examples_per_cell)
+    test_cells = (cache or ExampleCache(None)).test_cells(task, config.seed, cells_knobs, config.examples_per_cell,
+                                                             config.split)
     for knobs, examples in tqdm(list(zip(cells_knobs, test_cells)), desc=f"eval {model.mechanism_name}",
                                 disable=not progress, leave=False):
         chance = task.chance(**knobs)

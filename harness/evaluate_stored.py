@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import NON_SEMANTIC_KEYS
+from harness.config import semantic_config
 from harness.evaluate import evaluate, grid_cells
 from harness.example_cache import ExampleCache
 from harness.report import write_report
@@ -50,7 +50,7 @@ def trained_model_id(semantic: dict[str, Any]) -> str:
 
 def stored_semantic(run_dir: Path) -> dict[str, Any]:
     container = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=True)
-    return {key: value for key, value in container.items() if key not in NON_SEMANTIC_KEYS}
+    return semantic_config(container)
 
 
 def find_trained_runs(plan: Plan) -> list[Path]:

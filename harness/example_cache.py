@@ -47,12 +47,14 @@ class ExampleCache:
     def __init__(self, directory: str | Path | None):
         self.directory = None if directory is None else Path(directory).expanduser()
 
-    def test_cells(self, task: Task, seed: int, cells: list[dict[str, Any]], count: int) -> list[list[Example]]:
-        """The ``count`` test examples of every cell, in the order of ``cells``."""
+    def test_cells(self, task: Task, seed: int, cells: list[dict[str, Any]], count: int,
+                   split: str = "test") -> list[list[Example]]:
+        """The ``count`` examples of every cell of an evaluation split, in the order of ``cells``."""
         if self.directory is None or not task.cacheable:
-            return [task.test_examples(seed, knobs, count) for knobs in cells]
-        data = self._dataset(task, {"split": "test", "seed": seed, "cells": cells, "count": count},
-                             lambda: (example for knobs in cells for example in task.test_examples(seed, knobs, count)))
+            return [task.test_examples(seed, knobs, count, split) for knobs in cells]
+        data = self._dataset(task, {"split": split, "seed": seed, "cells": cells, "count": count},
+                             lambda: (example for knobs in cells
+                                      for example in task.test_examples(seed, knobs, count, split)))
         return [_examples(data[index * count : (index + 1) * count]) for index in range(len(cells))]
 
     def _dataset(self, task: Task, spec: dict[str, Any], generate: Callable[[], Iterable[Example]]):

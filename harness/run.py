@@ -20,7 +20,7 @@ from harness.build import build_model, build_task
 from harness.checkpoint import Checkpoints
 from harness.checks import (ConfigError, check_grid, check_max_memory, check_memory, check_name, check_ranges,
                             prepare_directories)
-from harness.config import NON_SEMANTIC_KEYS, RunConfig
+from harness.config import RunConfig, semantic_config
 from harness.cpu_allocator import DESCRIPTION as ALLOCATOR
 from harness.cpu_allocator import retain_freed_memory
 from harness.evaluate import evaluate, grid_cells
@@ -32,6 +32,7 @@ from harness.report import write_report
 from harness.store import FINAL_STATUSES, completed_status, run_id, write_run
 from harness.task import Task
 from harness.train import Diverged, train
+from harness.tuning import TuningFailed, tuned_config
 from harness.weights import save_weights
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ class Plan:
     device: torch.device
     run_id: str
     run_dir: Path
-    #: the resolved config without NON_SEMANTIC_KEYS, which ``run_id`` hashes
+    #: the resolved config that ``run_id`` hashes (``harness.config.semantic_config``)
     semantic: dict[str, Any]
 
 
@@ -91,8 +92,11 @@ def prepare(cfg: DictConfig) -> Plan:
         rng = np.random.default_rng(0)
         for length in (config.train.min_context_len, config.train.context_len):
             task.validate_cell(task.training_knobs(rng, length))
-        task.check_data(cells, config.eval.examples_per_cell, config.eval.seed,
-                        (config.train.min_context_len, config.train.context_len), config.train.batch_size, config.seed)
+        tuned = bool(config.tune.lr_grid) and config.eval.split == "test"
+        for split in {config.eval.split, *(["validation"] if tuned else [])}:  # tuning reads validation examples
+            task.check_data(cells, config.eval.examples_per_cell, config.eval.seed,
+                            (config.train.min_context_len, config.train.context_len), config.train.batch_size,
+                            config.seed, split)
         if config.state_budget_bytes is not None:
             mechanism = MECHANISMS.get(config.mechanism.name)
             container["mechanism"].update(mechanism.options_for_state_budget(
@@ -110,7 +114,7 @@ def prepare(cfg: DictConfig) -> Plan:
                 block.compile(dynamic=True)
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(str(error)) from None
-    semantic = {key: value for key, value in container.items() if key not in NON_SEMANTIC_KEYS}
+    semantic = semantic_config(container)
     identifier = run_id(semantic)
     run_dir = Path(config.results_dir) / config.name / identifier
     return Plan(config, OmegaConf.to_yaml(OmegaConf.create(container)), task, model, device, identifier, run_dir,
@@ -118,7 +122,17 @@ def prepare(cfg: DictConfig) -> Plan:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one config end to end and return its record (or the stored one's status if skipped)."""
+    """Run one config end to end and return its record (or the stored one's status if skipped).
+
+    With ``tune.lr_grid``, the learning rate is first chosen on validation examples (harness/tuning.py).
+    """
+    tuning = None
+    if cfg.tune.lr_grid and cfg.eval.split == "test":
+        prepare(cfg)  # every check before the first tuning run
+        try:
+            cfg, tuning = tuned_config(cfg, run)
+        except TuningFailed as error:
+            raise ConfigError(f"tuning: {error}") from None
     plan = prepare(cfg)
     prepare_directories(plan.config)
     config, label = plan.config, f"{plan.config.mechanism.name} on {plan.config.task.name} seed={plan.config.seed}"
@@ -130,7 +144,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "run_id": plan.run_id, "experiment": config.name, "mechanism": config.mechanism.name,
         "task": config.task.name, "seed": config.seed, "parameters": plan.model.num_parameters(),
         "bounded_state": plan.model.bounded, "primary_metric": plan.task.primary_metric,
-        "provenance": provenance(plan.device),
+        "provenance": provenance(plan.device), **({"tuning": tuning} if tuning else {}),
         "measurement": {"peak_memory": MEMORY_METHOD[plan.device.type], "flops": FLOP_METHOD,
                         "precision": config.precision},
     }

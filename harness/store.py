@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from harness.config import NON_SEMANTIC_KEYS
+from harness.config import semantic_config
 from harness.result_schema import SCHEMA_VERSION, record_problem
 
 RESULT_FILE = "result.json"
@@ -139,7 +139,7 @@ def trained_configuration(run_dir: Path) -> str:
         return run_dir.name
     if not isinstance(config, dict):
         return run_dir.name
-    trained = {key: value for key, value in config.items() if key not in (*NON_SEMANTIC_KEYS, "eval")}
+    trained = {key: value for key, value in semantic_config(config).items() if key != "eval"}
     if isinstance(trained.get("task"), dict):
         trained["task"] = {key: value for key, value in trained["task"].items() if key != "grid"}
     return run_id(trained)

@@ -25,7 +25,9 @@ import torch
 from harness.vocabulary import Vocabulary
 
 IGNORE = -100  # label of positions that are not scored (as in torch's cross_entropy)
-TRAIN, TEST = 0, 1  # split tags in the seed: training and test examples never share a seed
+TRAIN, TEST, VALIDATION = 0, 1, 2  # split tags in the seed: no two splits ever share a seed
+#: evaluation splits: the test set, and validation examples for choosing hyperparameters (never the test set)
+EVAL_SPLITS = {"test": TEST, "validation": VALIDATION}
 
 
 @dataclass
@@ -142,15 +144,17 @@ class Task:
                              "the least an example takes with these options")
 
     def check_data(self, cells: list[dict[str, Any]], count: int, test_seed: int, training_lengths: tuple[int, ...],
-                   batch_size: int, training_seed: int) -> None:
+                   batch_size: int, training_seed: int, split: str = "test") -> None:
         """Raise ValueError if the task's data cannot give ``count`` test examples of every cell, or a
         training batch of ``batch_size`` at each of ``training_lengths``; generated tasks always can."""
 
-    def test_examples(self, seed: int, knobs: dict[str, Any], count: int) -> list[Example]:
-        """``count`` test examples of one cell, reproducible from (config, seed, knobs, index)."""
+    def test_examples(self, seed: int, knobs: dict[str, Any], count: int, split: str = "test") -> list[Example]:
+        """``count`` examples of one cell of an evaluation split (``EVAL_SPLITS``), reproducible from
+        (config, seed, split, knobs, index)."""
         self.validate_cell(knobs)
         cell_key = int.from_bytes(hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).digest()[:8], "little")
-        return [self.generate(np.random.default_rng([seed, TEST, cell_key, index]), **knobs) for index in range(count)]
+        tag = EVAL_SPLITS[split]
+        return [self.generate(np.random.default_rng([seed, tag, cell_key, index]), **knobs) for index in range(count)]
 
     def training_examples(self, seed: int, step: int, count: int, context_len: int) -> list[Example]:
         """The ``count`` training examples of one step, with the other knobs drawn at random."""

@@ -56,6 +56,8 @@ class TextTaskConfig(TaskConfig):
     data_files: Optional[dict[str, Any]] = None
     train_split: str = "train"
     test_split: str = "test"
+    #: split that learning-rate tuning evaluates on (tune.lr_grid); null: this task cannot be tuned
+    validation_split: Optional[str] = None
     document_column: str = "document"
     answer_column: str = "answer"
     tokenizer: str = "word"  # word | byte
@@ -117,7 +119,8 @@ class TextTask(Task):
         if config.max_question_tokens < 0:
             raise ValueError(f"{self.name}: max_question_tokens must be at least 0, got {config.max_question_tokens}")
         self.config = config
-        self.splits = {split: self._load(split) for split in (config.train_split, config.test_split)}
+        names = (config.train_split, config.test_split, *([config.validation_split] if config.validation_split else []))
+        self.splits = {split: self._load(split) for split in names}
         train = self.splits[config.train_split]
         self.tokenizer = Tokenizer(config.tokenizer, [
             text for column in self._text_columns() for text in train[column]] +
@@ -209,17 +212,20 @@ class TextTask(Task):
         raise ValueError(f"{self.name}: split {split!r} has only {len(examples)} example(s) that fit context_len="
                          f"{context_len} with truncation={self.config.truncation!r}; {count} are needed")
 
-    def check_data(self, cells, count, test_seed, training_lengths, batch_size, training_seed) -> None:
+    def check_data(self, cells, count, test_seed, training_lengths, batch_size, training_seed, split="test") -> None:
         """Lay out the examples of every cell and of the first training step: too small a split fails now."""
         for knobs in cells:
-            self.test_examples(test_seed, knobs, count)
+            self.test_examples(test_seed, knobs, count, split)
         for length in training_lengths:
             self.training_examples(training_seed, 0, batch_size, length)
 
-    def test_examples(self, seed: int, knobs: dict[str, Any], count: int) -> list[Example]:
-        """The first ``count`` test examples (that fit) in an order drawn from ``seed``."""
+    def test_examples(self, seed: int, knobs: dict[str, Any], count: int, split: str = "test") -> list[Example]:
+        """The first ``count`` examples (that fit) of the test or validation split, in an order drawn from ``seed``."""
         self.validate_cell(knobs)
-        split = self.config.test_split
+        if split == "validation" and self.config.validation_split is None:
+            raise ValueError(f"{self.name}: no validation split to tune on: set task.validation_split to a split of "
+                             "the data that is neither the training nor the test split")
+        split = self.config.validation_split if split == "validation" else self.config.test_split
         order = np.random.default_rng([seed, TEST]).permutation(len(self.encoded[split]))
         return self._examples(split, order, knobs["context_len"], count)
 

@@ -117,6 +117,27 @@ def _training_flag(drop) -> str:
     return f"loss still falling ({drop:.0%} over the last fifth): may be under-trained" if drop > STILL_FALLING else ""
 
 
+def tuning_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
+    """Per tuned configuration: the validation score of each learning rate of its grid, and the chosen rate."""
+    rows = {}
+    for run in board.task_runs(task).itertuples():
+        tuning = run.record.get("tuning")
+        if tuning and run.row not in rows:
+            rows[run.row] = {"configuration": run.row,
+                             **{f"lr={trial['lr']:g}": value_text(trial["validation_score"])
+                                if trial["validation_score"] is not None else str(trial["status"]).upper()
+                                for trial in tuning["trials"]},
+                             "chosen lr": f"{tuning['chosen_lr']:g}", "tuning seed": tuning["seed"]}
+    return pd.DataFrame(list(rows.values())).fillna("") if rows else None
+
+
+def tuning_note(board: Leaderboard, task: str) -> str:
+    return (f"Learning rates chosen on validation examples (drawn with a seed the test set never uses), one tuning "
+            f"run per rate with the tuning seed; the highest mean validation {board.metric(task)} wins, ties to the "
+            "lower final training loss. The rows above are then trained at the chosen rate with each seed and "
+            "evaluated on the test set.")
+
+
 def detail_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
     detail = board.detail(task)
     if detail is None:

@@ -150,6 +150,11 @@ def _task(page: Page, board: Leaderboard, task: str) -> None:
     note = display.training_note(board, task)
     if note:
         page.notes([note])
+    tuning = display.tuning_table(board, task)
+    if tuning is not None:
+        page.text(f"<h3>{html.escape(task)}: learning-rate tuning</h3>")
+        page.notes([display.tuning_note(board, task)])
+        page.table(tuning)
     detail = display.detail_table(board, task)
     if detail is not None:
         page.text(f"<h3>{html.escape(task)}: by cell</h3>")

@@ -27,6 +27,9 @@ def leaderboard_markdown(board: Leaderboard, experiment: str, generated: str) ->
         note = display.training_note(board, task)
         if note:
             lines += [note, ""]
+        tuning = display.tuning_table(board, task)
+        if tuning is not None:
+            lines += [f"### {task}: learning-rate tuning", "", display.tuning_note(board, task), "", _table(tuning), ""]
         detail = display.detail_table(board, task)
         if detail is not None:
             lines += [f"### {task}: by cell", "", f"{board.metric(task)} per cell, mean over seeds:", "",

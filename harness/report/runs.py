@@ -6,7 +6,10 @@ Keys that vary within one mechanism's runs name the row (``transformer_xl mem_le
 vary outside the mechanism group (a state budget, a model size, a learning rate) are the row's
 *setting*: shown as columns, and paired tests only compare rows of the same setting, which also
 guarantees they met the same test examples. The evaluation grid and the task's grid are the
-report's columns, not parts of a configuration.
+report's columns, not parts of a configuration. A learning rate chosen by tuning (``tune.lr_grid``)
+names the row too (``lr=0.003``): it is part of the configuration, not a setting to pair within.
+Tuning runs themselves (``eval.split=validation``) are not rows: they were scored on validation
+examples, and the records they chose for name them.
 """
 
 from __future__ import annotations
@@ -56,13 +59,15 @@ def read_config(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def configuration_keys(configs: pd.DataFrame) -> tuple[dict[str, list[str]], list[str]]:
-    """Per mechanism, the mechanism keys that vary among its runs; and the setting keys that vary at all."""
+    """Per mechanism, the keys that name its rows (its options that vary among its runs, and a tuned
+    learning rate); and the setting keys (other keys that vary)."""
     keys = [key for key in configs.columns if not key.startswith(NOT_CONFIGURATION)]
     varying = [key for key in keys if configs[key].astype(str).nunique(dropna=False) > 1]
-    settings = [key for key in varying if not key.startswith("mechanism.")]
+    tuned = "tune.lr_grid" in configs.columns and configs["tune.lr_grid"].map(bool).any()
+    settings = [key for key in varying if not key.startswith("mechanism.") and not (tuned and key == "train.lr")]
     per_mechanism = {
         mechanism: [key for key in varying if key.startswith("mechanism.") and key != "mechanism.name"
-                    and group[key].astype(str).nunique(dropna=False) > 1]
+                    and group[key].astype(str).nunique(dropna=False) > 1] + (["train.lr"] if tuned else [])
         for mechanism, group in configs.groupby("mechanism.name")
     }
     return per_mechanism, settings
@@ -90,7 +95,10 @@ def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataF
     """Label each (record, flat config) with its row and setting, task by task; one run per (row, seed)."""
     frames = []
     for task in sorted({record["task"] for record, _ in entries}):
-        chosen = [(record, config) for record, config in entries if record["task"] == task]
+        chosen = [(record, config) for record, config in entries
+                  if record["task"] == task and config.get("eval.split", "test") == "test"]
+        if not chosen:
+            continue
         configs = pd.DataFrame([config for _, config in chosen])
         per_mechanism, settings = configuration_keys(configs)
         rows = []

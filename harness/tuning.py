@@ -1,0 +1,89 @@
+"""Learning-rate tuning by protocol: every configuration at its best rate, chosen on validation examples only.
+
+For a run whose ``tune.lr_grid`` is not empty, ``tuned_config`` first makes sure that one *tuning
+run* per rate is stored: the same configuration trained with seed ``tune.seed`` at that rate and
+evaluated on the validation split (``eval.split=validation``: examples drawn with a seed tag that
+the test set never uses), in the same experiment. They are ordinary runs (stored atomically,
+skipped when done, resumed when killed), shared by every seed of the configuration. The rate with
+the best mean validation headline metric over the grid's cells wins, an OOM cell counting as the
+metric's worst value and a failed or diverged tuning run not competing; ties go to the lower final
+training loss (the evaluator computes no validation loss). The run itself then trains at that
+rate with its own seed and is evaluated on the test set; its record's ``tuning`` holds the grid,
+each rate's validation score and tuning run, and the choice. No test example is read before the
+choice is made.
+
+Hydra's sweeper launches the (configuration, seed) jobs, e.g. ``experiment=tuned``; the choice
+inside a job needs the results of the other rates, which independent sweep jobs cannot see.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from harness.store import CorruptRecord, read_result
+
+
+class TuningFailed(RuntimeError):
+    """No rate of the grid gave a usable tuning run."""
+
+
+def trial_config(cfg: DictConfig, lr: float) -> DictConfig:
+    """The tuning run of ``cfg`` at learning rate ``lr``: seed ``tune.seed``, validation examples, no tuning."""
+    trial = copy.deepcopy(cfg)
+    trial.train.lr = float(lr)
+    trial.seed = cfg.tune.seed
+    trial.eval.split = "validation"
+    trial.tune.lr_grid = []
+    return trial
+
+
+def validation_score(record: dict[str, Any]) -> float | None:
+    """Mean headline metric over the record's cells, OOM cells as the worst value; None if the run failed."""
+    if record.get("status") != "ok":
+        return None
+    cells = [cell for cell in record["cells"] if cell["metric"] == record["primary_metric"]]
+    if not cells:
+        return None
+    higher_is_better = bool(cells[0]["higher_is_better"])
+    worst = 0.0 if higher_is_better else math.inf
+    mean = sum(cell["value"] if cell["status"] == "ok" else worst for cell in cells) / len(cells)
+    return mean if higher_is_better else -mean
+
+
+def choose(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best trial: highest validation score (higher is better, sign applied), then lowest final loss."""
+    usable = [trial for trial in trials if trial["validation_score"] is not None]
+    if not usable:
+        raise TuningFailed("every learning rate of tune.lr_grid failed or diverged in its tuning run: "
+                           + ", ".join(f"lr={trial['lr']}: {trial['status']}" for trial in trials))
+    return max(usable, key=lambda trial: (round(trial["validation_score"], 12), -trial["final_loss"]))
+
+
+def tuned_config(cfg: DictConfig, run: Callable[[DictConfig], dict[str, Any]]) -> tuple[DictConfig, dict[str, Any]]:
+    """Run (or find) the tuning runs of ``cfg`` with ``run``, and return ``cfg`` at the chosen rate with
+    the selection to store in its record."""
+    trials = []
+    for lr in cfg.tune.lr_grid:
+        outcome = run(trial_config(cfg, lr))
+        record = _stored(cfg, outcome["run_id"]) if outcome.get("skipped") else outcome
+        trials.append({"lr": float(lr), "run_id": outcome["run_id"], "status": record.get("status"),
+                       "validation_score": validation_score(record),
+                       "final_loss": (record.get("training") or {}).get("final_loss", math.inf)})
+    best = choose(trials)
+    chosen = copy.deepcopy(cfg)
+    chosen.train.lr = best["lr"]
+    return chosen, {"lr_grid": [trial["lr"] for trial in trials], "chosen_lr": best["lr"], "seed": cfg.tune.seed,
+                    "split": "validation", "trials": trials,
+                    "rule": "highest mean validation headline metric, ties to the lower final training loss"}
+
+
+def _stored(cfg: DictConfig, run_id: str) -> dict[str, Any]:
+    try:
+        return read_result(Path(cfg.results_dir) / cfg.name / run_id)
+    except (FileNotFoundError, CorruptRecord) as error:  # stored a moment ago: a reader race, or a damaged store
+        return {"status": f"unreadable ({error})"}

@@ -66,10 +66,10 @@ class TransformerXL(Mechanism):
         super().__init__(d_model, n_heads, config)
         if config.mem_len < 0:
             raise ValueError(f"{self.name}: mem_len must be >= 0, got {config.mem_len}")
-        if config.segment is not None and config.segment < 1:
-            raise ValueError(f"{self.name}: segment must be at least 1 or null, got {config.segment}")
         if config.position not in ("relative", "rotary"):
             raise ValueError(f"{self.name}: position must be 'relative' or 'rotary', got {config.position!r}")
+        if config.segment is not None and config.segment < 1:
+            raise ValueError(f"{self.name}: segment must be at least 1 or null, got {config.segment}")
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
         if config.position == "rotary":

@@ -58,6 +58,8 @@ def test_own_segments_equal_the_callers_segments_of_that_length_in_any_split(pos
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     assert model.state_bytes(state) == 2 * 2 * (3 + 4 - 1) * 16 * 8  # memory and the segment's buffer
     assert model.blocks[0].mixer.reach() == 3 + 4 - 1 and reference.blocks[0].mixer.reach() is None
+    with pytest.raises(ValueError, match="segment"):
+        xl(segment=0)
 
 
 def test_tokens_beyond_memory_have_no_influence():

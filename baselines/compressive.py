@@ -21,7 +21,8 @@ content-based attention of the segment h over the evicted inputs, with the layer
 key and value weights detached so that this loss moves the compression function alone.
 
 State: the memories, (mem_len + c - 1 + cmem_len) x D x bytes per element per layer and sequence
-at most, at any context length.
+at most, plus (segment - 1) x D for the segment's buffer when ``segment`` is set (as
+Transformer-XL's), at any context length.
 """
 
 from __future__ import annotations
@@ -69,22 +70,33 @@ class Compressive(TransformerXL):
 
     @classmethod
     def options_for_state_budget(cls, budget_bytes, d_model, n_layers, element_bytes):
-        """Two thirds of the slots uncompressed, one third compressed (the default's 32:16), rate 2."""
+        """A third of the slots for the segment's buffer (see transformer_xl), of the rest two
+        thirds uncompressed and one third compressed (the default's 32:16), rate 2."""
         rate = CompressiveConfig.rate
         slots = budget_bytes // (n_layers * d_model * element_bytes) - (rate - 1)
         if slots < 3:
             raise ValueError(f"compressive: {budget_bytes} bytes hold fewer than 3 memory slots")
-        return {"mem_len": slots - slots // 3, "cmem_len": slots // 3, "rate": rate}
+        segment = (slots + 2) // 3
+        memory = slots - (segment - 1)
+        return {"mem_len": memory - memory // 3, "cmem_len": memory // 3, "rate": rate, "segment": segment}
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
-        empty = torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype)
-        return {"cmem": empty, "mem": empty, "pos": 0}
+        return {"cmem": torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype),
+                **super().init_state(batch_size, device, dtype)}
 
-    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def reach(self) -> int | None:
         config = self.config
-        y = self.attend(x, torch.cat((state["cmem"], state["mem"]), dim=1), state["pos"])
+        if config.segment is None:
+            return None
+        return config.segment - 1 + config.mem_len + config.rate - 1 + config.rate * config.cmem_len
+
+    def context(self, state: State) -> torch.Tensor:
+        return torch.cat((state["cmem"], state["mem"]), dim=1)
+
+    def write(self, state: State, x: torch.Tensor) -> State:
+        config = self.config
         if config.cmem_len == 0:
-            return y, {"cmem": state["cmem"], "mem": self.update_memory(state["mem"], x), "pos": state["pos"] + x.shape[1]}
+            return {"cmem": state["cmem"], "mem": self.update_memory(state["mem"], x)}
         combined = torch.cat((state["mem"], x.detach()), dim=1)  # B, M+T, D
         evicted = max(0, combined.shape[1] - config.mem_len) // config.rate * config.rate
         old, memory = combined[:, :evicted], combined[:, evicted:]
@@ -95,7 +107,7 @@ class Compressive(TransformerXL):
                 self._reconstruction_losses.append(self.reconstruction_loss(x.detach(), old, compressed))
             compressed_memory = torch.cat((compressed_memory, compressed.detach()), dim=1)
             compressed_memory = compressed_memory[:, max(0, compressed_memory.shape[1] - config.cmem_len) :]
-        return y, {"cmem": compressed_memory, "mem": memory, "pos": state["pos"] + x.shape[1]}
+        return {"cmem": compressed_memory, "mem": memory}
 
     def compress(self, old: torch.Tensor) -> torch.Tensor:
         """[B, N, D] -> [B, N / c, D]."""

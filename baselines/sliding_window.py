@@ -80,6 +80,9 @@ class SlidingWindow(Mechanism):
             raise ValueError(f"sliding_window: {budget_bytes} bytes hold no cached token")
         return {"window": slots + 1, "sinks": 0}
 
+    def reach(self) -> int | None:
+        return None if self.config.sinks else self.window - 1
+
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         cache = torch.zeros(batch_size, self.n_heads, self.window - 1, self.head_dim, device=device, dtype=dtype)
         sinks = torch.zeros(batch_size, self.n_heads, self.config.sinks, self.head_dim, device=device, dtype=dtype)

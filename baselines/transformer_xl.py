@@ -16,18 +16,30 @@ layer (the reference implementation's ``untie_r``, which its published runs use)
 keys at absolute positions that continue across segments (then the layer has exactly full
 attention's parameters, and with ``mem_len`` covering the input it computes the same function).
 
-State: the memory, mem_len x D x bytes per element per layer and sequence once full (plus the
-token count for rotary), at any context length.
+Segments: by default a segment is whatever the harness passes in one call (model.segment_len),
+and its tokens read each other on top of the memory, uncounted in the state. ``segment`` makes the
+segments the layer's own, cut at absolute multiples of ``segment`` positions: the inputs of the
+unfinished segment wait in a buffer of segment - 1 slots carried in the state, and the memory is
+written when a segment completes. Then everything a query can read, memory and the segment so far,
+is in the state (mem_len + segment - 1 inputs: a query reads at most that many positions back),
+and streaming in any split equals one pass. The memory budget (``options_for_state_budget``) uses
+it so that a budget covers the whole reach.
+
+State: the memory, mem_len x D x bytes per element per layer and sequence once full, plus
+(segment - 1) x D for the buffer when ``segment`` is set (and the token count), at any context
+length.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from harness.blocks import block_spans
 from harness.masks import causal_mask
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
@@ -41,6 +53,8 @@ class TransformerXLConfig(MechanismConfig):
     mem_len: int = 64
     #: "relative" (sinusoidal distances with u, v biases, as in the paper) or "rotary"
     position: str = "relative"
+    #: positions per segment of the recurrence, cut at absolute multiples (null: the harness's segments)
+    segment: Optional[int] = None
 
 
 @register_mechanism("transformer_xl")
@@ -54,6 +68,8 @@ class TransformerXL(Mechanism):
             raise ValueError(f"{self.name}: mem_len must be >= 1 (0 would read each segment alone), got {config.mem_len}")
         if config.position not in ("relative", "rotary"):
             raise ValueError(f"{self.name}: position must be 'relative' or 'rotary', got {config.position!r}")
+        if config.segment is not None and config.segment < 1:
+            raise ValueError(f"{self.name}: segment must be at least 1 or null, got {config.segment}")
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
         if config.position == "rotary":
@@ -67,18 +83,44 @@ class TransformerXL(Mechanism):
 
     @classmethod
     def options_for_state_budget(cls, budget_bytes, d_model, n_layers, element_bytes):
+        """Half of the slots for the memory, half for the segment's buffer (the paper's mem_len =
+        segment length), so that mem_len + segment - 1, all a query can read, fills the budget."""
         slots = budget_bytes // (n_layers * d_model * element_bytes)
         if slots < 1:
             raise ValueError(f"{cls.name}: {budget_bytes} bytes hold no memory slot")
-        return {"mem_len": slots}
+        segment = (slots + 1) // 2
+        return {"mem_len": slots + 1 - segment, "segment": segment}
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
-        return {"mem": torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype), "pos": 0}
+        state = {"mem": torch.zeros(batch_size, 0, self.d_model, device=device, dtype=dtype), "pos": 0}
+        if self.config.segment is not None:
+            state["pending"] = torch.zeros(batch_size, self.config.segment - 1, self.d_model, device=device, dtype=dtype)
+        return state
+
+    def reach(self) -> int | None:
+        return None if self.config.segment is None else self.config.mem_len + self.config.segment - 1
+
+    def context(self, state: State) -> torch.Tensor:
+        """The memory a segment's queries read before the segment itself: [B, M, D]."""
+        return state["mem"]
+
+    def write(self, state: State, segment: torch.Tensor) -> State:
+        """The memory entries of the state after a complete segment [B, T, D]."""
+        return {"mem": self.update_memory(state["mem"], segment)}
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        memory = state["mem"]
-        y = self.attend(x, memory, state["pos"])
-        return y, {"mem": self.update_memory(memory, x), "pos": state["pos"] + x.shape[1]}
+        pos, size = state["pos"], self.config.segment
+        if size is None:
+            return self.attend(x, self.context(state), pos), {**state, **self.write(state, x), "pos": pos + x.shape[1]}
+        pending, outputs = state["pending"], []
+        for start, end, earlier in block_spans(pos, x.shape[1], size):
+            so_far = torch.cat((pending[:, pending.shape[1] - earlier :], x[:, start:end]), dim=1)  # the segment so far
+            outputs.append(self.attend(x[:, start:end], torch.cat((self.context(state), so_far[:, :earlier]), dim=1),
+                                       pos + start))
+            if earlier + end - start == size:
+                state = {**state, **self.write(state, so_far)}
+        joined = torch.cat((pending, x), dim=1)
+        return torch.cat(outputs, dim=1), {**state, "pending": joined[:, joined.shape[1] - (size - 1) :], "pos": pos + x.shape[1]}
 
     def update_memory(self, memory: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The last mem_len inputs, without gradient."""

@@ -56,9 +56,18 @@ class Mechanism(nn.Module):
     def options_for_state_budget(cls, budget_bytes: int, d_model: int, n_layers: int, element_bytes: int) -> dict[str, Any]:
         """Options whose state, per sequence over all layers, is as large as fits in ``budget_bytes``.
 
+        Under these options the state holds everything a query can read (no context beyond it, such
+        as the rest of the caller's segment), so that ``reach()`` is what the budget buys.
+
         Raises ValueError when no setting of this mechanism's memory knob fits the budget.
         """
         raise ValueError(f"{cls.name} has no knob that bounds its state to a budget")
+
+    def reach(self) -> int | None:
+        """The most positions before a query that the query can read, from the state and the
+        current input alike; None when unbounded (a recurrent summary, attention sinks, or a
+        segment recurrence over whatever segments the caller passes)."""
+        return None
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         raise NotImplementedError

@@ -23,6 +23,18 @@ def test_without_compressed_slots_it_is_transformer_xl(segment_len):
     torch.testing.assert_close(got, expected)
 
 
+def test_own_segments_equal_the_callers_segments_of_that_length_in_any_split():
+    reference = compressive(n_layers=2, mem_len=3, cmem_len=2, rate=2)
+    model = compressive(n_layers=2, mem_len=3, cmem_len=2, rate=2, segment=5)
+    model.load_state_dict(reference.state_dict())
+    tokens = torch.randint(0, 17, (2, 33))
+    expected, _ = reference.stream(tokens, reference.init_state(2), 5)
+    for segment_len in (1, 4, 33):
+        got, _ = model.stream(tokens, model.init_state(2), segment_len)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    assert model.blocks[0].mixer.reach() == 5 - 1 + 3 + 2 - 1 + 2 * 2
+
+
 def test_compressed_slots_change_the_output_and_hold_the_compressed_evictions():
     model = compressive(mem_len=4, cmem_len=3, rate=2, compression="mean")
     layer = model.blocks[0].mixer

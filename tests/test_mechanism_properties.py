@@ -134,6 +134,28 @@ def test_state_follows_model_device_and_dtype(name):
                 assert value.dtype == torch.float64
 
 
+@pytest.mark.parametrize("budget", [1792, 4096])
+def test_a_state_budget_bounds_the_reach(name, budget):
+    """Under a budget of B bytes a token influences no output further than n_layers x the reach B
+    buys, however long the caller's segments: memory and within-segment context are both counted."""
+    try:
+        options = MECHANISMS.get(name).options_for_state_budget(budget, 16, 2, element_bytes=8)
+    except ValueError as error:  # no budget knob, or none that fits this budget
+        pytest.skip(str(error))
+    model = harness.build_model(name, vocab_size=VOCAB, d_model=16, n_layers=2, n_heads=2, **options).double().eval()
+    reach = model.blocks[0].mixer.reach()
+    if reach is None:
+        pytest.skip(f"{name} carries a summary: its reach is unbounded, its state alone bounded")
+    tokens = torch.randint(0, VOCAB, (1, 80))
+    changed = tokens.clone()
+    changed[0, 5] = (changed[0, 5] + 1) % VOCAB
+    before, state = model.stream(tokens, model.init_state(1), 64)
+    after, _ = model.stream(changed, model.init_state(1), 64)
+    assert model.state_bytes(state) <= budget
+    assert 5 + 2 * reach < 79 and (before[:, 5] - after[:, 5]).abs().max() > 1e-6
+    torch.testing.assert_close(before[:, 5 + 2 * reach + 1 :], after[:, 5 + 2 * reach + 1 :], rtol=0, atol=1e-12)
+
+
 def test_gradients_reach_every_parameter(name):
     model = tiny_model(name, dtype=torch.float32).train()
     logits, _ = model.stream(torch.randint(0, VOCAB, (2, 20)), model.init_state(2), 8)

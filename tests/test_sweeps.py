@@ -103,5 +103,6 @@ def test_state_budget_sweep_sets_each_knob_and_rejects_what_cannot_fit(tmp_path)
     assert "lstm_gated: 65536 bytes need hidden_size=" in result.stderr
     [(run_id, record)] = records(tmp_path).items()
     assert record["mechanism"] == "transformer_xl"
-    assert "mem_len: 1024" in (tmp_path / "results" / "quick" / run_id / "config.yaml").read_text()  # 65536 / (16 x 4)
-    assert {cell["state_bytes"] for cell in record["cells"]} == {48 * 16 * 4, 64 * 16 * 4}  # memory not yet full
+    config = (tmp_path / "results" / "quick" / run_id / "config.yaml").read_text()
+    assert "mem_len: 513" in config and "segment: 512" in config  # 65536 / (16 x 4) = mem_len + segment - 1
+    assert {cell["state_bytes"] for cell in record["cells"]} == {511 * 16 * 4}  # the segment's buffer; no memory yet

@@ -45,6 +45,23 @@ def test_memory_covering_the_input_equals_one_pass(segment_len):
     torch.testing.assert_close(streamed, whole)
 
 
+@pytest.mark.parametrize("position", ["relative", "rotary"])
+def test_own_segments_equal_the_callers_segments_of_that_length_in_any_split(position):
+    """With segment=4 the layer is Transformer-XL read in segments of 4, however the caller splits the input."""
+    reference = xl(n_layers=2, mem_len=3, position=position)
+    model = xl(n_layers=2, mem_len=3, position=position, segment=4)
+    model.load_state_dict(reference.state_dict())
+    tokens = torch.randint(0, 17, (2, 30))
+    expected, _ = reference.stream(tokens, reference.init_state(2), 4)
+    for segment_len in (1, 3, 7, 30):
+        got, state = model.stream(tokens, model.init_state(2), segment_len)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    assert model.state_bytes(state) == 2 * 2 * (3 + 4 - 1) * 16 * 8  # memory and the segment's buffer
+    assert model.blocks[0].mixer.reach() == 3 + 4 - 1 and reference.blocks[0].mixer.reach() is None
+    with pytest.raises(ValueError, match="segment"):
+        xl(segment=0)
+
+
 def test_tokens_beyond_memory_have_no_influence():
     model = xl(mem_len=3)
     tokens = torch.randint(0, 17, (1, 16))

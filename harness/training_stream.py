@@ -11,6 +11,7 @@ steps. The steps' lengths are drawn up front (8 bytes a step), as they always we
 from __future__ import annotations
 
 import signal
+import sys
 
 import numpy as np
 import torch
@@ -21,6 +22,10 @@ from harness.task import Task
 
 #: batches each worker prepares ahead of the training step
 PREFETCH = 4
+#: how workers start, named rather than inherited: a launcher's worker process (joblib's loky) has a
+#: default context of its own that cannot start them; fork is cheap and pickles nothing, but is
+#: unsafe on macOS
+WORKER_START = "spawn" if sys.platform == "darwin" else "fork"
 
 
 def step_lengths(seed: int, config: TrainConfig) -> np.ndarray:
@@ -55,4 +60,4 @@ def training_batches(task: Task, seed: int, lengths: np.ndarray, batch_size: int
     return DataLoader(TrainingStream(task, seed, lengths, batch_size), batch_size=None,
                       sampler=range(first_step, len(lengths)), num_workers=workers,
                       prefetch_factor=PREFETCH if workers else None, pin_memory=pin_memory,
-                      worker_init_fn=_ignore_job_signals)
+                      worker_init_fn=_ignore_job_signals, multiprocessing_context=WORKER_START if workers else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pandas as pd
@@ -64,3 +65,15 @@ def test_eval_mode_refuses_before_any_work_without_a_stored_model_or_its_weights
         evaluate_stored(compose_config([*overrides, "eval.examples_per_cell=8"]))
     with pytest.raises(ConfigError, match="no stored weights"):
         evaluate_stored(compose_config([*overrides, LONGER]))
+
+
+def test_outcomes_left_by_an_interrupted_evaluation_are_replaced_not_duplicated(tmp_path):
+    from harness.evaluate_stored import _merged_outcomes
+
+    stored = pd.DataFrame({"context_len": [48, 48, 96], "depth": [0.0, 1.0, 0.0], "example": [0, 0, 0],
+                           "metric": ["exact_match"] * 3, "value": [1.0, 0.0, 0.5]})
+    stored.to_csv(tmp_path / OUTCOMES_FILE, index=False)  # the 96 row: outcomes written, record not
+    new = [{"context_len": 96, "depth": 0, "example": 0, "metric": "exact_match", "value": 1.0}]
+    merged = pd.read_csv(io.StringIO(_merged_outcomes(tmp_path, [{"context_len": 96, "depth": 0}], new)))
+    assert merged.values.tolist() == [[48, 0.0, 0, "exact_match", 1.0], [48, 1.0, 0, "exact_match", 0.0],
+                                      [96, 0.0, 0, "exact_match", 1.0]]

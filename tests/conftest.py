@@ -52,7 +52,8 @@ def tiny_overrides(tmp_path: Path, mechanism: str = "sliding_window", task: str 
     return overrides
 
 
-def run_cli(*args: str, cwd: Path, script: str = "memarena", pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, script: str = "memarena",
+            pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
     """Run a console script of this checkout as a subprocess, as a user would (``pythonpath``: plug-ins)."""
     module = {"memarena": "main", "memarena-report": "report_main"}[script]
     code = f"import sys; from harness.cli import {module}; sys.argv[0] = {script!r}; {module}()"

@@ -64,10 +64,10 @@ def test_a_rejected_config_exits_2_and_writes_nothing(tmp_path):
 
 
 def test_a_failed_run_exits_1_with_a_failed_record_that_is_retried(tmp_path):
-    site = tmp_path / "site"
-    (site / "broken_task-0.1.dist-info").mkdir(parents=True)
-    (site / "broken_task-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-task\nVersion: 0.1\n")
-    (site / "broken_task-0.1.dist-info" / "entry_points.txt").write_text("[memarena.tasks]\nbroken_passkey = broken_task\n")
+    site, metadata = tmp_path / "site", tmp_path / "site" / "broken_task-0.1.dist-info"
+    metadata.mkdir(parents=True)
+    (metadata / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-task\nVersion: 0.1\n")
+    (metadata / "entry_points.txt").write_text("[memarena.tasks]\nbroken_passkey = broken_task\n")
     (site / "broken_task.py").write_text(BROKEN_TASK)
     result = run_cli(*tiny_overrides(tmp_path), "task=broken_passkey", SINGLE_RUN, cwd=tmp_path, pythonpath=(site,))
     assert result.returncode == 1, result.stdout + result.stderr

@@ -25,6 +25,8 @@ SHAPE = {"vocab_size": 32, "d_model": 64, "n_layers": 2, "n_heads": 4}
 SEGMENT = 512
 LENGTHS = [1024, 2048, 4096, 8192, 16384, 32768, 65536]
 FITTED = [length for length in LENGTHS if length >= 4096]
+#: targets of a bounded mechanism: time exponent at most, and peak memory at 64k over 4k at most
+TARGET_TIME_EXPONENT, TARGET_MEMORY_RATIO = 1.1, 1.2
 
 
 def read(model, tokens):
@@ -56,10 +58,13 @@ def test_streaming_scaling(benchmark, mechanism):
     benchmark.extra_info.update(time_exponent=time_exponent, memory_ratio=ratio)
     record("Streaming against context length",
            f"d_model {SHAPE['d_model']}, {SHAPE['n_layers']} layers, batch 1, segments of {SEGMENT}, no gradients. "
-           "Exponents: slope of log-log fits over 4k..64k. Targets for bounded mechanisms: time exponent <= 1.1, "
-           "peak memory at 64k within 1.2x of 4k.",
+           f"Exponents: slope of log-log fits over 4k..64k. Targets for bounded mechanisms: time exponent <= "
+           f"{TARGET_TIME_EXPONENT}, peak memory at 64k within {TARGET_MEMORY_RATIO}x of 4k.",
            {"mechanism": mechanism, "bounded": model.bounded,
             **{f"s @{length // 1024}k": round(s, 2) for length, s in zip(LENGTHS, seconds)},
             "tokens/s @64k": round(65536 / seconds[-1]), "time exponent": round(time_exponent, 2),
             "peak MB @4k": round(peaks[LENGTHS.index(4096)] / 2**20, 2), "peak MB @64k": round(peaks[-1] / 2**20, 2),
             "memory 64k/4k": round(ratio, 2), "memory exponent": round(memory_exponent, 2)})
+    if model.bounded:
+        assert time_exponent <= TARGET_TIME_EXPONENT, f"{mechanism}: time grows as length^{time_exponent:.2f}"
+        assert ratio <= TARGET_MEMORY_RATIO, f"{mechanism}: peak memory at 64k is {ratio:.2f}x the peak at 4k"

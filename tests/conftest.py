@@ -52,11 +52,12 @@ def tiny_overrides(tmp_path: Path, mechanism: str = "sliding_window", task: str 
     return overrides
 
 
-def run_cli(*args: str, cwd: Path, script: str = "memarena") -> subprocess.CompletedProcess:
-    """Run a console script of this checkout as a subprocess, as a user would."""
+def run_cli(*args: str, cwd: Path, script: str = "memarena",
+            pythonpath: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """Run a console script of this checkout as a subprocess, as a user would (``pythonpath``: plug-ins)."""
     module = {"memarena": "main", "memarena-report": "report_main"}[script]
     code = f"import sys; from harness.cli import {module}; sys.argv[0] = {script!r}; {module}()"
-    environment = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*pythonpath, REPO])), "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
                           env=environment, timeout=300)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import harness
+import harness.run
 
 from conftest import run_cli, tiny_overrides
 from harness.store import CONFIG_FILE, OUTCOMES_FILE, RESULT_FILE
@@ -69,14 +72,48 @@ def test_sweep_over_mechanisms_and_seeds_and_report_regeneration(tmp_path):
 MECHANISMS = harness.mechanisms()
 
 
-@pytest.mark.parametrize("mechanism", MECHANISMS)
-def test_bf16_autocast_run_on_cpu(tmp_path, mechanism):
-    from conftest import compose_config
-    from harness.run import run
+#: the matrix products of linear layers (projections, MLPs, output head): most of a step's FLOPs
+LINEAR_PRODUCTS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default}
 
-    record = run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cpu"]))
+
+class LinearProductDtypes(TorchDispatchMode):
+    """Counts the dtypes of the inputs of every linear layer's product, as the kernels receive them.
+
+    A dispatch mode sits below autocast: it sees the operands after autocast has cast them, in the
+    forward and the backward pass alike. (Some mechanisms keep their recurrent state's products,
+    bmm, in fp32 on purpose; they are not counted.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in LINEAR_PRODUCTS:
+            self.dtypes.update(arg.dtype for arg in args if isinstance(arg, torch.Tensor))
+        return func(*args, **(kwargs or {}))
+
+
+def observing_dtypes(function, dtypes: Counter):
+    def observed(*args, **kwargs):
+        with LinearProductDtypes() as mode:
+            result = function(*args, **kwargs)
+        dtypes.update(mode.dtypes)
+        return result
+
+    return observed
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_bf16_autocast_run_on_cpu_multiplies_in_bf16(tmp_path, monkeypatch, mechanism):
+    from conftest import compose_config
+
+    training, evaluation = Counter(), Counter()
+    monkeypatch.setattr(harness.run, "train", observing_dtypes(harness.run.train, training))
+    monkeypatch.setattr(harness.run, "evaluate", observing_dtypes(harness.run.evaluate, evaluation))
+    record = harness.run.run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cpu"]))
     assert record["status"] == "ok", record.get("error")
     assert record["measurement"]["precision"] == "bf16"
+    assert set(training) == {torch.bfloat16} and set(evaluation) == {torch.bfloat16}, (training, evaluation)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -6,6 +6,8 @@ harness writes a run, and read back by ``build_leaderboard``, as ``memarena-repo
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -208,7 +210,7 @@ def test_duplicate_records_of_one_configuration_and_seed_are_not_pooled(tmp_path
     results = tmp_path / "results"
     store_run(results, "old", config("full_attention", 0), {64: 10, 128: 10})
     store_run(results, "newer", config("full_attention", 0), {64: 30, 128: 30})
-    with pytest.warns(UserWarning, match="repeats configuration"):
+    with pytest.warns(UserWarning, match="the same configuration and seed"):
         leaderboard = board(tmp_path)
     [entry] = leaderboard.by_length("passkey").query("context_len == 64").to_dict("records")
     assert entry["seeds"] == 1 and entry["n"] == 32 and entry["value"] == pytest.approx(30 / 32)
@@ -231,3 +233,24 @@ def test_write_report_files_html_explains_and_unreadable_outcomes_are_named(tmp_
         assert sentence in page and sentence in markdown
     assert "<th>mechanism</th>" not in page and "<th></th>" not in page  # no empty index header row
     assert page.count("plotly.js v") == 1 and "Provenance" in page
+
+
+def test_lengths_beyond_training_are_marked(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "fa", config("full_attention", 0), {64: 32, 128: 30})
+    record_path = results / "demo" / "fa" / "result.json"
+    record = json.loads(record_path.read_text())
+    record["training"]["context_len"] = 96  # trained up to 96 tokens: 128 is extrapolation
+    record_path.write_text(json.dumps(record))
+    leaderboard = board(tmp_path)
+    accuracy = display.accuracy_table(leaderboard, "passkey")
+    assert accuracy["exact_match @128"].iloc[0].endswith("]*") and not accuracy["exact_match @64"].iloc[0].endswith("*")
+    assert "length extrapolation" in " ".join(display.task_notes(leaderboard, "passkey"))
+
+
+def test_an_experiment_of_failed_runs_only_still_reports(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "broken", config("rmt", 0), {}, status="failed")
+    write_report(results, tmp_path / "reports", "demo")
+    text = (tmp_path / "reports" / "demo" / "leaderboard.md").read_text()
+    assert "## Runs without results" in text and "RuntimeError: boom" in text

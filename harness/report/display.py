@@ -37,14 +37,21 @@ def value_text(value: float) -> str:
     return "" if value is None or pd.isna(value) else f"{value:.3f}"
 
 
+NO_CELLS = "No run of this task stored results: see the runs without results below."
+#: marks a length longer than the row was trained on
+BEYOND_TRAINING = "*"
+
+
 def cell_text(entry) -> str:
-    """A (row, length) entry: ``0.958 [0.90, 0.98]``, or its failure with the seeds it struck."""
+    """A (row, length) entry: ``0.958 [0.90, 0.98]``, or its failure with the seeds it struck; a
+    length beyond training is marked ``*``."""
+    mark = BEYOND_TRAINING if entry.get("beyond_training") else ""
     if entry["status"] != "ok":
         seeds = f" ({entry['failing_seeds']} of {entry['seeds']} seeds)" if entry["seeds"] > 1 else ""
-        return f"{entry['status'].upper()}{seeds}"
+        return f"{entry['status'].upper()}{seeds}{mark}"
     if pd.isna(entry["ci_low"]):
-        return value_text(entry["value"])
-    return f"{entry['value']:.3f} [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]"
+        return value_text(entry["value"]) + mark
+    return f"{entry['value']:.3f} [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]{mark}"
 
 
 def seeds_text(count: int) -> str:
@@ -237,6 +244,9 @@ def task_notes(board: Leaderboard, task: str) -> list[str]:
     ]
     if seeds and max(seeds) > 1:
         notes.append("Seed means: the lowest and highest mean of a single seed, a spread, not an interval.")
+    if not lengths.empty and lengths["beyond_training"].any():
+        notes.append(f"{BEYOND_TRAINING} a length beyond the longest the configuration was trained on "
+                     "(length extrapolation).")
     return notes
 
 

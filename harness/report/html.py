@@ -93,6 +93,9 @@ def _task(page: Page, board: Leaderboard, task: str) -> None:
     metric = board.metric(task)
     lengths = board.by_length(task)
     page.text(f"<h2>{html.escape(task)}</h2>")
+    if not board.has_cells(task):
+        page.notes([display.NO_CELLS])
+        return
     page.notes(display.task_notes(board, task))
     page.table(display.accuracy_table(board, task))
     if lengths.empty:

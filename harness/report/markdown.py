@@ -17,6 +17,9 @@ def leaderboard_markdown(board: Leaderboard, experiment: str, generated: str) ->
     if board.tasks:
         lines += ["## Headline", "", _table(display.headline_table(board)), ""]
     for task in board.tasks:
+        if not board.has_cells(task):
+            lines += [f"## {task}", "", display.NO_CELLS, ""]
+            continue
         lines += [f"## {task}", "", *_paragraphs(display.task_notes(board, task)),
                   _table(display.accuracy_table(board, task)), ""]
         budget = display.budget_table(board, task)

@@ -92,7 +92,8 @@ def runs_frame(results_dir: Path, experiment: str) -> pd.DataFrame:
 
 
 def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataFrame:
-    """Label each (record, flat config) with its row and setting, task by task; one run per (row, seed)."""
+    """Label each (record, flat config) with its row and setting, task by task (``load_experiment``
+    already keeps one record per trained configuration and seed)."""
     frames = []
     for task in sorted({record["task"] for record, _ in entries}):
         chosen = [(record, config) for record, config in entries
@@ -111,20 +112,10 @@ def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataF
                          "setting": setting, "mechanism": mechanism, "seed": record["seed"], "run_id": record["run_id"],
                          "status": record["status"], "record": record,
                          **{short_name(key): config[key] for key in settings}})
-        frames.append(_one_per_seed(pd.DataFrame(rows)))
+        frames.append(pd.DataFrame(rows))
     if not frames:
         return pd.DataFrame(columns=["task", "row", "label", "setting", "mechanism", "seed", "run_id", "status", "record"])
     return pd.concat(frames, ignore_index=True)
-
-
-def _one_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
-    """Keep the newest record of each (row, seed): a duplicate would be pooled as if it were more data."""
-    newest = runs.assign(time=[str(record.get("provenance", {}).get("time") or "") for record in runs["record"]])
-    newest = newest.sort_values("time").drop_duplicates(["row", "seed"], keep="last")
-    for row in runs[~runs.index.isin(newest.index)].itertuples():
-        warnings.warn(f"run {row.run_id} repeats configuration {row.row!r} seed {row.seed} of another stored run; "
-                      "only the newest is reported", stacklevel=3)
-    return newest.drop(columns="time").sort_index()
 
 
 def outcomes_frame(results_dir: Path, experiment: str, runs: pd.DataFrame) -> pd.DataFrame:

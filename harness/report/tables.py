@@ -27,6 +27,8 @@ SIGNIFICANCE = 0.05
 STILL_FALLING = 0.05
 #: statuses that are failures, worst first
 FAILURES = ("failed", "diverged", "oom")
+BY_LENGTH_COLUMNS = ["row", "context_len", "seeds", "mechanism", "beyond_training", "status", "failing_seeds",
+                     "value", "ci_low", "ci_high", "method", "seed_min", "seed_max", "n"]
 
 
 def cells_frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -54,6 +56,10 @@ class Leaderboard:
     # ---- what a task measures
     def task_runs(self, task: str) -> pd.DataFrame:
         return self.runs[self.runs["task"] == task]
+
+    def has_cells(self, task: str) -> bool:
+        """Whether any run of the task stored cells (an experiment of failed runs only has none)."""
+        return not self.primary(task).empty
 
     def primary(self, task: str) -> pd.DataFrame:
         """The cells of the task's headline metric."""
@@ -103,8 +109,10 @@ class Leaderboard:
             for length in self.lengths(task):
                 cells = table[(table["row"] == run_row) & (table["context_len"] == length)] if not table.empty else table
                 statuses = [*runs.loc[runs["status"] != "ok", "status"], *cells.loc[cells["status"] != "ok", "status"]]
+                trained = [(r.get("training") or {}).get("context_len") for r in runs["record"]]
                 entry = {"row": run_row, "context_len": length, "seeds": len(runs),
-                         "mechanism": runs["mechanism"].iloc[0]}
+                         "mechanism": runs["mechanism"].iloc[0],
+                         "beyond_training": any(t is not None and length > t for t in trained)}
                 if statuses or cells.empty:
                     failure = min(statuses, key=FAILURES.index) if statuses else "failed"
                     failing = len({*runs.loc[runs["status"] != "ok", "seed"],
@@ -113,7 +121,7 @@ class Leaderboard:
                     continue
                 rows.append({**entry, "status": "ok", "failing_seeds": 0,
                              **self._interval(task, run_row, length, metric, cells)})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=BY_LENGTH_COLUMNS)
 
     def _interval(self, task: str, row: str, length: int, metric: str, cells: pd.DataFrame) -> dict[str, Any]:
         examples = self._examples(task, metric)

@@ -28,7 +28,7 @@ from harness.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.model import StreamingLM
 from harness.registry import MECHANISMS
 from harness.report import write_report
-from harness.store import completed_status, run_id, write_run
+from harness.store import completed_status, read_result, run_id, write_run
 from harness.task import Task
 from harness.train import Diverged, train
 
@@ -115,14 +115,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     prepare_directories(plan.config)
     config, label = plan.config, f"{plan.config.mechanism.name} on {plan.config.task.name} seed={plan.config.seed}"
     stored = completed_status(plan.run_dir)
+    settings = numerics(plan.device, config.precision)
     if stored is not None and not config.force:
-        print(f"[memarena] {config.name}/{plan.run_id} ({label}): already done ({stored}); skipped, force=true reruns it")
+        print(f"[memarena] {config.name}/{plan.run_id} ({label}): already done ({stored}); skipped, force=true reruns it"
+              + settings_mismatch(read_result(plan.run_dir)["provenance"].get("numerics"), settings))
         return {"status": stored, "skipped": True, "run_id": plan.run_id}
     record: dict[str, Any] = {
         "run_id": plan.run_id, "experiment": config.name, "mechanism": config.mechanism.name,
         "task": config.task.name, "seed": config.seed, "parameters": plan.model.num_parameters(),
         "bounded_state": plan.model.bounded, "primary_metric": plan.task.primary_metric,
-        "provenance": provenance(plan.device),
+        "provenance": {**provenance(plan.device), "numerics": settings},
         "measurement": {"peak_memory": MEMORY_METHOD[plan.device.type], "flops": FLOP_METHOD,
                         "precision": config.precision},
     }
@@ -181,6 +183,21 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
     }
+
+
+def numerics(device: torch.device, precision: str) -> dict[str, Any]:
+    """Settings that change a run's numbers in their last digits (the order of floating-point sums)
+    without changing what it computes: recorded with the run, not part of its run_id."""
+    return {"threads": torch.get_num_threads(), "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "device": str(device), "precision": precision}
+
+
+def settings_mismatch(stored: dict[str, Any] | None, current: dict[str, Any]) -> str:
+    """'' if the stored run was computed with the current settings, else a sentence naming the differences."""
+    if stored is None:
+        return "; it records no thread count or device (an older record)"
+    differences = [f"{key}={stored.get(key)} (here {value})" for key, value in current.items() if stored.get(key) != value]
+    return f"; it was computed with {', '.join(differences)}, so its numbers may differ slightly" if differences else ""
 
 
 def _git(*args: str) -> str | None:

@@ -29,6 +29,7 @@ from harness.model import StreamingLM
 from harness.registry import MECHANISMS
 from harness.report import write_report
 from harness.store import completed_status, read_result, run_id, write_run
+from harness.sweep import leaderboard_line
 from harness.task import Task
 from harness.train import Diverged, train
 
@@ -134,10 +135,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         precision = autocast(plan.device, config.precision)
         cache = ExampleCache(config.cache_dir)
+        progress = sys.stderr.isatty() if config.progress is None else config.progress
         summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
-                        config.progress, precision, cache)
+                        progress, precision, cache)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
-                                   config.progress, precision, cache)
+                                   progress, precision, cache)
         record.update(status="ok", error=None, training=asdict(summary), cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:
@@ -146,9 +148,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         record.update(status="failed", error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}",
                       training=None, cells=[])
     write_run(plan.run_dir, plan.config_yaml, record, outcomes_csv)
-    write_report(Path(config.results_dir), Path(config.reports_dir), config.name)
+    leaderboard = write_report(Path(config.results_dir), Path(config.reports_dir), config.name)
     print(f"[memarena] {config.name}/{plan.run_id} ({label}): {summary_line(record)}")
+    print(leaderboard_line(leaderboard))
     return record
+
 
 
 def summary_line(record: dict[str, Any]) -> str:

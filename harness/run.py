@@ -135,7 +135,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         precision = autocast(plan.device, config.precision)
         cache = ExampleCache(config.cache_dir)
-        progress = sys.stderr.isatty() if config.progress is None else config.progress
+        progress = show_progress(config.progress)
         summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
                         progress, precision, cache)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
@@ -153,6 +153,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     print(leaderboard_line(leaderboard))
     return record
 
+
+
+def show_progress(setting: bool | None) -> bool:
+    """Progress bars on stderr: as set, or (null) only when stderr is a terminal, never in a redirected log."""
+    return sys.stderr.isatty() if setting is None else setting
 
 
 def summary_line(record: dict[str, Any]) -> str:

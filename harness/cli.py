@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -23,6 +25,10 @@ def _job(cfg: DictConfig) -> None:
     single_run = HydraConfig.get().mode == RunMode.RUN
     try:
         record = (evaluate_stored if cfg.mode == "eval" else run)(cfg)
+    except KeyboardInterrupt:
+        print("\nmemarena: interrupted; nothing partial was stored (finished runs are kept): "
+              "rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
     except ConfigError as error:
         print(f"memarena: error: {error}", file=sys.stderr)
         if single_run:
@@ -35,7 +41,24 @@ def _job(cfg: DictConfig) -> None:
 
 def main() -> None:
     register_configs()
+    if _pins_every_swept_key(sys.argv[1:]):
+        sys.argv.append("hydra.mode=RUN")
     hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_job)()
+
+
+def _pins_every_swept_key(arguments: list[str]) -> bool:
+    """Whether a command without -m gives one value to every key its experiment sweeps
+    (``memarena mechanism=X``): then it is one run, not a sweep of one with a multirun folder."""
+    if any(argument.startswith("-") for argument in arguments):
+        return False  # -m, --cfg, --config-dir, ...: left to Hydra as given
+    overrides = OverridesParser.create().parse_overrides(arguments)
+    if any(override.is_sweep_override() or override.key_or_group == "hydra.mode" for override in overrides):
+        return False
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        config = compose("config", overrides=arguments, return_hydra_config=True)
+    swept = set(config.hydra.sweeper.get("params") or {})
+    pinned = {override.key_or_group for override in overrides}
+    return config.hydra.mode == RunMode.MULTIRUN and bool(swept) and swept <= pinned
 
 
 def report_main(argv: list[str] | None = None) -> None:

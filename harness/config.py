@@ -102,7 +102,8 @@ class RunConfig:
     reports_dir: str = "reports"
     #: rerun and overwrite a run whose complete record is already stored
     force: bool = False
-    progress: bool = True
+    #: progress bars on stderr; null: only when stderr is a terminal (not in redirected logs)
+    progress: Optional[bool] = None
     #: "train": train, then evaluate; "eval": evaluate the stored trained model on this config's
     #: grid, adding the cells its record lacks (see harness/evaluate_stored.py)
     mode: str = "train"
@@ -135,9 +136,39 @@ def semantic_config(container: dict[str, Any]) -> dict[str, Any]:
     return semantic
 
 
+HELP = """memarena: train and evaluate long-context memory mechanisms, one stored record per run.
+
+  memarena                          the default experiment (quick: a sweep over five mechanisms)
+  memarena mechanism=NAME           one mechanism on the default task
+  memarena -m seed=0,1 task=mqar    a sweep (Hydra multirun); rerunning it skips what is stored
+  memarena --cfg job                the composed config of one run (the default experiment's
+                                    sweep is under hydra.sweeper.params: memarena --cfg hydra)
+  memarena --config-dir DIR ...     add your own presets (DIR laid out like harness/conf)
+  memarena-report                   rebuild the leaderboards from the store
+
+Groups (GROUP=OPTION):
+{groups}
+
+Options (KEY=VALUE), with the values this command would use:
+$CONFIG
+More in README.md and docs/ of the source. Hydra's own flags: memarena --hydra-help
+"""
+
+
+def help_template() -> str:
+    """memarena --help: its own groups and options (not Hydra's generic text, not the schema/* groups)."""
+    groups = {group.relative_to(CONF_DIR).as_posix(): {path.stem for path in group.glob("*.yaml")}
+              for group in sorted(path.parent for path in CONF_DIR.rglob("*.yaml") if path.parent != CONF_DIR)}
+    for registry in (MECHANISMS, TASKS):
+        groups[registry.group] |= set(registry.names())  # plug-ins without a YAML of their own
+    lines = [f"  {group}: {', '.join(sorted(options))}" for group, options in groups.items()]
+    return HELP.replace("{groups}", "\n".join(lines))
+
+
 def register_configs() -> None:
-    """Store the schemas in Hydra's ConfigStore (idempotent); call before composing."""
+    """Store the schemas and memarena's --help in Hydra's ConfigStore (idempotent); call before composing."""
     store = ConfigStore.instance()
+    store.store(group="hydra/help", name="memarena", node={"app_name": "memarena", "template": help_template()})
     for registry in (MECHANISMS, TASKS):
         for name in registry.names():
             if not (CONF_DIR / registry.group / f"{name}.yaml").is_file():

@@ -27,7 +27,7 @@ from harness.config import semantic_config
 from harness.evaluate import evaluate, grid_cells
 from harness.example_cache import ExampleCache
 from harness.report import write_report
-from harness.run import ConfigError, Plan, autocast, prepare, provenance
+from harness.run import ConfigError, Plan, autocast, prepare, provenance, show_progress
 from harness.store import CONFIG_FILE, OUTCOMES_FILE, read_result, run_id, write_run
 from harness.weights import WEIGHTS_FILE, load_weights
 
@@ -107,7 +107,7 @@ def evaluate_stored(cfg: DictConfig) -> dict[str, Any]:
             continue
         load_weights(plan.model, run_dir)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
-                                   config.progress, autocast(plan.device, config.precision),
+                                   show_progress(config.progress), autocast(plan.device, config.precision),
                                    ExampleCache(config.cache_dir), missing)
         evaluations = record.setdefault("evaluations", [])
         evaluations.append({**provenance(plan.device), "cells": missing, "batch_size": config.eval.batch_size,

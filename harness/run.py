@@ -29,7 +29,8 @@ from harness.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.model import StreamingLM
 from harness.registry import MECHANISMS
 from harness.report import write_report
-from harness.store import FINAL_STATUSES, completed_status, run_id, write_run
+from harness.store import FINAL_STATUSES, completed_status, read_result, run_id, write_run
+from harness.sweep import leaderboard_line
 from harness.task import Task
 from harness.train import Diverged, train
 from harness.tuning import TuningFailed, tuned_config
@@ -137,14 +138,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     prepare_directories(plan.config)
     config, label = plan.config, f"{plan.config.mechanism.name} on {plan.config.task.name} seed={plan.config.seed}"
     stored = completed_status(plan.run_dir)
+    settings = numerics(plan.device, config.precision)
     if stored is not None and not config.force:
-        print(f"[memarena] {config.name}/{plan.run_id} ({label}): already done ({stored}); skipped, force=true reruns it")
+        print(f"[memarena] {config.name}/{plan.run_id} ({label}): already done ({stored}); skipped, force=true reruns it"
+              + settings_mismatch(read_result(plan.run_dir)["provenance"].get("numerics"), settings))
         return {"status": stored, "skipped": True, "run_id": plan.run_id}
     record: dict[str, Any] = {
         "run_id": plan.run_id, "experiment": config.name, "mechanism": config.mechanism.name,
         "task": config.task.name, "seed": config.seed, "parameters": plan.model.num_parameters(),
         "bounded_state": plan.model.bounded, "primary_metric": plan.task.primary_metric,
-        "provenance": provenance(plan.device), **({"tuning": tuning} if tuning else {}),
+        "provenance": {**provenance(plan.device), "numerics": settings}, **({"tuning": tuning} if tuning else {}),
         "measurement": {"peak_memory": MEMORY_METHOD[plan.device.type], "flops": FLOP_METHOD,
                         "precision": config.precision},
     }
@@ -154,12 +157,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     checkpoints = Checkpoints(plan.run_dir, config.checkpoint)
     try:
         precision = autocast(plan.device, config.precision)
+        progress = show_progress(config.progress)
         summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
-                        config.progress, precision, config.data_workers, checkpoints)
+                        progress, precision, config.data_workers, checkpoints)
         if config.keep_weights:
             save_weights(plan.model, plan.run_dir)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
-                                   config.progress, precision, ExampleCache(config.cache_dir))
+                                   progress, precision, ExampleCache(config.cache_dir))
         record.update(status="ok", error=None, training=asdict(summary), cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:
@@ -170,9 +174,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     write_run(plan.run_dir, plan.config_yaml, record, outcomes_csv)
     if record["status"] in FINAL_STATUSES:  # a failed run is retried, from its last checkpoint
         checkpoints.remove()
-    write_report(Path(config.results_dir), Path(config.reports_dir), config.name)
+    leaderboard = write_report(Path(config.results_dir), Path(config.reports_dir), config.name)
     print(f"[memarena] {config.name}/{plan.run_id} ({label}): {summary_line(record)}")
+    print(leaderboard_line(leaderboard))
     return record
+
+
+
+def show_progress(setting: bool | None) -> bool:
+    """Progress bars on stderr: as set, or (null) only when stderr is a terminal, never in a redirected log."""
+    return sys.stderr.isatty() if setting is None else setting
 
 
 def summary_line(record: dict[str, Any]) -> str:
@@ -208,6 +219,21 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv,
     }
+
+
+def numerics(device: torch.device, precision: str) -> dict[str, Any]:
+    """Settings that change a run's numbers in their last digits (the order of floating-point sums)
+    without changing what it computes: recorded with the run, not part of its run_id."""
+    return {"threads": torch.get_num_threads(), "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "device": str(device), "precision": precision}
+
+
+def settings_mismatch(stored: dict[str, Any] | None, current: dict[str, Any]) -> str:
+    """'' if the stored run was computed with the current settings, else a sentence naming the differences."""
+    if stored is None:
+        return "; it records no thread count or device (an older record)"
+    differences = [f"{key}={stored.get(key)} (here {value})" for key, value in current.items() if stored.get(key) != value]
+    return f"; it was computed with {', '.join(differences)}, so its numbers may differ slightly" if differences else ""
 
 
 def _git(*args: str) -> str | None:

@@ -29,6 +29,11 @@ def write_job_status(outcome: dict[str, Any]) -> None:
     write_atomic(output_dir / STATUS_FILE, json.dumps(outcome))
 
 
+def leaderboard_line(leaderboard: Path) -> str:
+    """Where a run's or sweep's leaderboard is, for the last line of its output."""
+    return f"[memarena] leaderboard: {leaderboard} and {leaderboard.with_name('index.html')}"
+
+
 def summarize(sweep_dir: Path) -> Counter:
     counts: Counter = Counter()
     for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}")):
@@ -43,6 +48,9 @@ class SweepSummary(Callback):
         total = sum(counts.values())
         parts = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
         print(f"[memarena] sweep finished: {total} run(s): {parts or 'none'}")
+        leaderboard = Path(config.reports_dir) / config.name / "leaderboard.md"
+        if leaderboard.is_file():
+            print(leaderboard_line(leaderboard))
         if counts["failed"] or counts["rejected"]:
             print(f"[memarena] {counts['failed']} run(s) failed (their records hold the tracebacks), "
                   f"{counts['rejected']} config(s) rejected before any work (errors above)", file=sys.stderr)

@@ -11,7 +11,10 @@ import time
 
 import pytest
 
+from hydra import compose, initialize_config_dir
+
 from conftest import REPO, run_cli, tiny_overrides
+from harness.config import CONF_DIR, register_configs
 from harness.store import RESULT_FILE
 
 
@@ -106,3 +109,10 @@ def test_state_budget_sweep_sets_each_knob_and_rejects_what_cannot_fit(tmp_path)
     config = (tmp_path / "results" / "quick" / run_id / "config.yaml").read_text()
     assert "mem_len: 513" in config and "segment: 512" in config  # 65536 / (16 x 4) = mem_len + segment - 1
     assert {cell["state_bytes"] for cell in record["cells"]} == {511 * 16 * 4}  # the segment's buffer; no memory yet
+
+
+def test_two_sweeps_started_in_the_same_second_get_their_own_folders():
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        first, second = (compose("config", return_hydra_config=True) for _ in range(2))
+    assert first.hydra.sweep.dir != second.hydra.sweep.dir  # each resolved at its own microsecond

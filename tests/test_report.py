@@ -70,7 +70,7 @@ def test_a_budget_sweep_gives_one_row_per_configuration_and_pairs_only_within_a_
     accuracy = display.accuracy_table(leaderboard, "passkey")
     assert sorted(accuracy["configuration"]) == ["sliding_window window=100", "sliding_window window=5",
                                                  "transformer_xl mem_len=120", "transformer_xl mem_len=8"]
-    assert sorted(accuracy["budget"]) == [4096, 4096, 65536, 65536]
+    assert sorted(accuracy["budget"]) == ["4 KiB", "4 KiB", "64 KiB", "64 KiB"]
     tests = leaderboard.tests("passkey")
     assert len(tests) == 2 and (tests["pairs"] == 64).all()  # one pair per budget, never across budgets
     assert set(tests["A"].str.extract(r"budget=(\d+)")[0]) == set(tests["B"].str.extract(r"budget=(\d+)")[0])

@@ -66,7 +66,7 @@ def accuracy_table(board: Leaderboard, task: str) -> pd.DataFrame:
     shown = lengths.assign(text=[cell_text(entry) for _, entry in lengths.iterrows()]).pivot(
         index="row", columns="context_len", values="text")
     shown.columns = [f"{metric} @{length}" for length in shown.columns]
-    settings = board.row_settings(task)
+    settings = _formatted(board.row_settings(task))
     table = pd.DataFrame({"rank": ranking["rank"]}).join(settings.rename(columns={"label": "configuration"}))
     table = table.join(shown).join(board.effective_length(task))
     seeds = lengths.groupby("row")["seeds"].max()
@@ -76,6 +76,11 @@ def accuracy_table(board: Leaderboard, task: str) -> pd.DataFrame:
         table["seed means"] = [f"{spread.loc[row, 'low']:.2f}..{spread.loc[row, 'high']:.2f}"
                                if row in spread.index and seeds[row] > 1 else "" for row in table.index]
     return table.reset_index(drop=True)
+
+
+def _formatted(settings: pd.DataFrame) -> pd.DataFrame:
+    """Setting columns as a reader reads them: a state budget in KiB/MiB."""
+    return settings.assign(**({"budget": settings["budget"].map(bytes_text)} if "budget" in settings.columns else {}))
 
 
 def cost_table(board: Leaderboard, task: str) -> pd.DataFrame:
@@ -154,7 +159,7 @@ def detail_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
     detail = detail.copy()
     detail.insert(0, "configuration", detail["row"].map(labels))
     for position, column in enumerate(settings, start=1):
-        detail.insert(position, column, detail["row"].map(board.row_settings(task)[column]))
+        detail.insert(position, column, detail["row"].map(_formatted(board.row_settings(task))[column]))
     detail = detail.drop(columns="row").rename(columns=lambda c: f"@{c}" if isinstance(c, (int, np.integer)) else c)
     return detail.reset_index(drop=True)
 
@@ -204,7 +209,7 @@ def budget_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
     sweep = sweep.dropna(subset=["budget"])
     table = sweep.pivot_table(index="mechanism", columns="budget", values="score", aggfunc="max")
     table.columns = [f"budget {bytes_text(budget)}" for budget in table.columns]
-    return table.round(3).reset_index()
+    return table.map(lambda score: "not stored" if pd.isna(score) else f"{score:.3f}").reset_index()
 
 
 def _chance_text(chance: pd.Series) -> str:

@@ -300,10 +300,11 @@ class Leaderboard:
 
 
 def late_drop(curve: list[dict[str, Any]]) -> float | None:
-    """The fraction by which the training loss fell over the last fifth of the steps (None without a curve)."""
+    """The fraction of its value at 80% of the steps by which the training loss fell over the last fifth
+    (None without a curve)."""
     if len(curve) < 3:
         return None
     steps = np.array([point["step"] for point in curve], dtype=float)
     losses = np.array([point["loss"] for point in curve], dtype=float)
     at = np.interp(0.8 * steps[-1], steps, losses)
-    return float((at - losses[-1]) / abs(losses[-1])) if losses[-1] else None
+    return float((at - losses[-1]) / abs(at)) if at else None

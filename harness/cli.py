@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from harness.config import CONF_DIR, register_configs
 from harness.report import DEFAULT_THRESHOLD, write_report
-from harness.sweep import write_job_status
+from harness.sweep import leaderboard_line, write_job_status
 
 
 def _job(cfg: DictConfig) -> None:
@@ -34,9 +34,17 @@ def _job(cfg: DictConfig) -> None:
         if single_run:
             sys.exit(2)
         record = {"status": "rejected", "error": str(error)}  # nothing stored; the sweep goes on
-    write_job_status({key: record.get(key) for key in ("run_id", "status", "skipped", "error")})
-    if single_run and record["status"] == "failed":
-        sys.exit(1)
+    write_job_status({**{key: record.get(key) for key in ("run_id", "status", "skipped", "error")},
+                      **_report_location(cfg)})
+    if single_run:
+        print(leaderboard_line(write_report(Path(cfg.results_dir), Path(cfg.reports_dir), cfg.name)))
+        if record["status"] == "failed":
+            sys.exit(1)
+
+
+def _report_location(cfg: DictConfig) -> dict[str, str]:
+    """Where the job's experiment is stored and reported: the sweep's end regenerates those reports."""
+    return {"results_dir": str(cfg.results_dir), "reports_dir": str(cfg.reports_dir), "experiment": str(cfg.name)}
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 from harness.config import semantic_config
 from harness.evaluate import evaluate, grid_cells
 from harness.example_cache import ExampleCache
-from harness.report import write_report
 from harness.run import ConfigError, Plan, autocast, prepare, provenance, show_progress
 from harness.store import CONFIG_FILE, OUTCOMES_FILE, read_result, run_id, write_run
 from harness.weights import WEIGHTS_FILE, load_weights
@@ -116,8 +115,6 @@ def evaluate_stored(cfg: DictConfig) -> dict[str, Any]:
         write_run(run_dir, (run_dir / CONFIG_FILE).read_text(), record, _merged_outcomes(run_dir, missing, outcomes))
         added += len(missing)
         print(f"[memarena] {label}: evaluated {len(missing)} more cell(s) of the stored model, no training")
-    if added:
-        write_report(Path(config.results_dir), Path(config.reports_dir), config.name)
     return {"run_id": ",".join(run_dir.name for run_dir, _ in runs), "status": "ok", "skipped": not added}
 
 

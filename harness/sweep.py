@@ -1,9 +1,11 @@
-"""The end of a sweep: one summary of every job's outcome, and an exit code that counts failures.
+"""The end of a sweep: the reports regenerated once, one summary of every job's outcome, and an
+exit code that counts failures.
 
 Each job writes ``memarena_status.json`` into its own Hydra output directory (the worker's, with
 any launcher: local, joblib or a cluster through submitit, as long as the sweep directory is on a
 shared file system). When the sweep ends, ``SweepSummary`` reads them back on the submitting
-machine, prints one line, and exits with status 1 if any run failed or any config was rejected.
+machine, regenerates the report of every experiment the jobs stored into (once, not per job),
+prints one line, and exits with status 1 if any run failed or any config was rejected.
 """
 
 from __future__ import annotations
@@ -34,23 +36,28 @@ def leaderboard_line(leaderboard: Path) -> str:
     return f"[memarena] leaderboard: {leaderboard} and {leaderboard.with_name('index.html')}"
 
 
-def summarize(sweep_dir: Path) -> Counter:
-    counts: Counter = Counter()
-    for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}")):
-        outcome = json.loads(path.read_text())
-        counts["skipped" if outcome.get("skipped") else outcome["status"]] += 1
-    return counts
+def outcomes(sweep_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(sweep_dir.glob(f"*/{STATUS_FILE}"))]
+
+
+def summarize(jobs: list[dict[str, Any]]) -> Counter:
+    return Counter("skipped" if outcome.get("skipped") else outcome["status"] for outcome in jobs)
 
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        counts = summarize(Path(config.hydra.sweep.dir))
+        from harness.report import write_report
+
+        jobs = outcomes(Path(config.hydra.sweep.dir))
+        counts = summarize(jobs)
         total = sum(counts.values())
         parts = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
         print(f"[memarena] sweep finished: {total} run(s): {parts or 'none'}")
-        leaderboard = Path(config.reports_dir) / config.name / "leaderboard.md"
-        if leaderboard.is_file():
-            print(leaderboard_line(leaderboard))
+        reported = {(job["results_dir"], job["reports_dir"], job["experiment"]) for job in jobs
+                    if "experiment" in job and job["status"] != "rejected"}
+        for results_dir, reports_dir, experiment in sorted(reported):
+            if (Path(results_dir) / experiment).is_dir():
+                print(leaderboard_line(write_report(Path(results_dir), Path(reports_dir), experiment)))
         if counts["failed"] or counts["rejected"]:
             print(f"[memarena] {counts['failed']} run(s) failed (their records hold the tracebacks), "
                   f"{counts['rejected']} config(s) rejected before any work (errors above)", file=sys.stderr)

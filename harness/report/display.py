@@ -54,10 +54,6 @@ def cell_text(entry) -> str:
     return f"{entry['value']:.3f} [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]{mark}"
 
 
-def seeds_text(count: int) -> str:
-    return f"{count} seed" if count == 1 else f"{count} seeds"
-
-
 def accuracy_table(board: Leaderboard, task: str) -> pd.DataFrame:
     """Rank, configuration, settings, the metric at each length, effective length, seeds and their spread."""
     metric = board.metric(task)

@@ -122,7 +122,8 @@ def _prefill_text(costs: pd.DataFrame, row: str) -> str:
 def _training_flag(drop) -> str:
     if drop is None or pd.isna(drop):
         return ""
-    return f"loss still falling ({drop:.0%} over the last fifth): may be under-trained" if drop > STILL_FALLING else ""
+    return (f"loss still falling ({drop:.0%} of its decrease in the last fifth): may be under-trained"
+            if drop > STILL_FALLING else "")
 
 
 def tuning_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
@@ -260,8 +261,8 @@ def cost_notes(board: Leaderboard, task: str) -> list[str]:
         "and its load (this report's runs name their device in the provenance): compare them between rows of one "
         "report, not with other machines, and distrust small differences at short lengths, where fixed overheads "
         "dominate.",
-        f"Final loss: mean training loss over the last tenth of the steps. A run whose loss fell by more than "
-        f"{STILL_FALLING:.0%} over its last fifth of training is flagged as possibly under-trained.",
+        f"Final loss: mean training loss over the last tenth of the steps. A run that made more than "
+        f"{STILL_FALLING:.1%} of its loss decrease in its last fifth of training is flagged as possibly under-trained.",
     ]
 
 

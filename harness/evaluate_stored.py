@@ -2,7 +2,7 @@
 
 ``memarena mode=eval <the run's overrides> eval.grid.context_len=[...]`` (or ``-m`` over a sweep)
 composes the config as a training run would, finds the stored runs of the same trained model (the
-same resolved config once ``TRAINED_MODEL_EXCLUDES`` and the non-semantic keys are left out: the
+same resolved config once ``harness.store.TRAINED_MODEL_EXCLUDES`` and the non-semantic keys are left out: the
 evaluation grid, the other evaluation settings and the task's own grid shape no training), loads
 their weights (``model.pt``), evaluates the cells of the new grid their records lack, and adds
 those cells and outcomes to the records; cells already present are not recomputed. The record
@@ -27,24 +27,11 @@ from harness.config import semantic_config
 from harness.evaluate import evaluate, grid_cells
 from harness.example_cache import ExampleCache
 from harness.run import ConfigError, Plan, autocast, prepare, provenance, show_progress
-from harness.store import CONFIG_FILE, OUTCOMES_FILE, read_result, run_id, write_run
+from harness.store import CONFIG_FILE, OUTCOMES_FILE, read_result, trained_model_id, write_run
 from harness.weights import WEIGHTS_FILE, load_weights
 
-#: (section, key) of the semantic config that shape only the evaluation, not the trained model
-TRAINED_MODEL_EXCLUDES = (("eval", None), ("task", "grid"))
 #: evaluation settings that choose the test examples: a stored cell is only "present" if they agree
 SAME_EXAMPLES = ("examples_per_cell", "seed")
-
-
-def trained_model_id(semantic: dict[str, Any]) -> str:
-    """A hash of what the trained weights depend on."""
-    kept = {key: dict(value) if isinstance(value, dict) else value for key, value in semantic.items()}
-    for section, key in TRAINED_MODEL_EXCLUDES:
-        if key is None:
-            kept.pop(section, None)
-        else:
-            kept.get(section, {}).pop(key, None)
-    return run_id(kept)
 
 
 def stored_semantic(run_dir: Path) -> dict[str, Any]:

@@ -180,7 +180,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return record
 
 
-
 def show_progress(setting: bool | None) -> bool:
     """Progress bars on stderr: as set, or (null) only when stderr is a terminal, never in a redirected log."""
     return sys.stderr.isatty() if setting is None else setting

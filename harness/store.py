@@ -130,16 +130,27 @@ def load_experiment(results_dir: Path, experiment: str) -> list[dict[str, Any]]:
     return [record for _, record in sorted(kept.values(), key=lambda item: item[0].name)]
 
 
+#: (section, key) of the semantic config that shape only the evaluation, not the trained model
+TRAINED_MODEL_EXCLUDES = (("eval", None), ("task", "grid"))
+
+
+def trained_model_id(semantic: dict[str, Any]) -> str:
+    """A hash of what the trained weights depend on: the semantic config without the evaluation settings."""
+    kept = {key: dict(value) if isinstance(value, dict) else value for key, value in semantic.items()}
+    for section, key in TRAINED_MODEL_EXCLUDES:
+        if key is None:
+            kept.pop(section, None)
+        elif isinstance(kept.get(section), dict):
+            kept[section].pop(key, None)
+    return run_id(kept)
+
+
 def trained_configuration(run_dir: Path) -> str:
-    """A key of what the run trained: its stored config without paths and flags and without the
-    evaluation settings (``eval``, ``task.grid``), which do not change the trained model."""
+    """``trained_model_id`` of the run's stored config; the run's own name if that cannot be read."""
     try:
         config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
     except Exception:  # an unreadable config cannot be matched with another run's: the run stands alone
         return run_dir.name
     if not isinstance(config, dict):
         return run_dir.name
-    trained = {key: value for key, value in semantic_config(config).items() if key != "eval"}
-    if isinstance(trained.get("task"), dict):
-        trained["task"] = {key: value for key, value in trained["task"].items() if key != "grid"}
-    return run_id(trained)
+    return trained_model_id(semantic_config(config))

@@ -148,12 +148,14 @@ class Leaderboard:
         """The value a failure counts as in the ranking: the metric's worst."""
         return 0.0 if self.higher_is_better(task) else np.inf
 
+    @functools.cache
     def scores(self, task: str) -> pd.Series:
         """Per row: the mean over lengths of the headline metric, failures counted as the worst value."""
         lengths = self.by_length(task)
         values = lengths["value"].where(lengths["status"] == "ok", self.worst(task))
         return values.groupby(lengths["row"], sort=False).mean()
 
+    @functools.cache
     def ranking(self, task: str) -> pd.DataFrame:
         """Rows best first, with a rank (ties share it, marked ``=``) and the score they are ranked by."""
         scores = self.scores(task)
@@ -164,6 +166,7 @@ class Leaderboard:
         return pd.DataFrame({"rank": [f"{rank}=" if tie else str(rank) for rank, tie in zip(ranks, tied)],
                              "score": ordered})
 
+    @functools.cache
     def effective_length(self, task: str) -> pd.Series:
         """Per row, RULER's effective length as text: the longest length up to which every tested length
         scores strictly above the threshold (failures fail), censored as ``>= L`` and ``< L``."""

@@ -121,7 +121,7 @@ NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force",
 #: (section, key) -> the value at which a key added later computes what runs computed before it
 #: existed: left out of the run_id at that value, so that stored runs keep their ids
 NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "seed"): 0,
-                  ("mechanism", "segment"): None}
+                  ("mechanism", "segment"): None, ("task", "preset"): None}
 
 
 def semantic_config(container: dict[str, Any]) -> dict[str, Any]:

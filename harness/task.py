@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ class TaskConfig:
     """Options shared by all tasks; each task subclasses this with its own knobs."""
 
     name: str = "???"
+    #: the published setting this config reproduces (e.g. "ruler/niah_single_1", docs/tasks.md
+    #: names its reference and remaining differences); None: memarena's own, not comparable with a paper
+    preset: Optional[str] = None
     #: values of the task's own grid knobs (all but context_len) for the evaluation grid;
     #: ``eval.grid`` overrides any of them
     grid: dict[str, list[Any]] = field(default_factory=dict)

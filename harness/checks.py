@@ -20,7 +20,7 @@ import torch
 from harness.config import ModelConfig, RunConfig
 from harness.mechanism import state_bytes
 from harness.model import StreamingLM
-from harness.task import EVAL_SPLITS
+from harness.task import EVAL_SPLITS, SCORINGS
 
 #: an experiment name is one directory of the store: letters, digits, '.', '_' and '-', not starting with '.'
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -65,6 +65,8 @@ def check_ranges(config: RunConfig) -> None:
             _check_number(key, value, "> 0 or null (never)", value > 0)
     if config.eval.split not in EVAL_SPLITS:
         raise ConfigError(f"eval.split={config.eval.split!r}: choose one of {list(EVAL_SPLITS)}")
+    if config.eval.scoring not in SCORINGS:
+        raise ConfigError(f"eval.scoring={config.eval.scoring!r}: choose one of {list(SCORINGS)}")
     for lr in config.tune.lr_grid:
         _check_number("tune.lr_grid", lr, "> 0 for every rate", lr > 0)
     if config.tune.seed < 0:

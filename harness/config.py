@@ -57,6 +57,9 @@ class EvalConfig:
     max_memory_gb: Optional[float] = None
     #: "test", or "validation": examples drawn with a seed tag the test set never uses (for tuning)
     split: str = "test"
+    #: "generate": the model writes each answer greedily, reading its own outputs (as the papers
+    #: score); "teacher_forced": the argmax at each answer position given the true prefix (diagnosis)
+    scoring: str = "generate"
 
 
 @dataclass
@@ -121,7 +124,8 @@ NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force",
 #: (section, key) -> the value at which a key added later computes what runs computed before it
 #: existed: left out of the run_id at that value, so that stored runs keep their ids
 NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "seed"): 0,
-                  ("mechanism", "segment"): None, ("task", "preset"): None}
+                  ("mechanism", "segment"): None, ("task", "preset"): None,
+                  ("eval", "scoring"): "teacher_forced"}
 
 
 def semantic_config(container: dict[str, Any]) -> dict[str, Any]:

@@ -79,18 +79,30 @@ def _score_cell(model, task, examples, knobs, config, segment_len, device):
     outcomes = []
     elapsed, tokens, per_sequence_state = 0.0, 0, 0
     for first in range(0, len(examples), config.batch_size):
-        batch = examples[first : first + config.batch_size]
-        inputs = stack_tokens(batch, device)
-        synchronize(device)
-        start = time.perf_counter()
-        predictions, state = model.predict(inputs, segment_len, task.generated_tokens)
-        predictions = predictions.cpu().numpy()
-        elapsed += time.perf_counter() - start
-        tokens += inputs.numel()
-        per_sequence_state = model.state_bytes(state) // len(batch)
-        for offset, (example, predicted) in enumerate(zip(batch, predictions)):
-            for metric, value in task.score(example, predicted).items():
-                scores[metric].append(value)
-                outcomes.append({**knobs, "example": first + offset, **example.info, "metric": metric, "value": value})
+        indices = range(first, min(first + config.batch_size, len(examples)))
+        # examples whose answers start at different places are decoded apart (each reads its own prompt)
+        for generated, group in _by_generated_positions(examples, indices, config.scoring).items():
+            batch = [examples[index] for index in group]
+            inputs = stack_tokens(batch, device)
+            synchronize(device)
+            start = time.perf_counter()
+            predictions, state = model.predict(inputs, segment_len, generated)
+            predictions = predictions.cpu().numpy()
+            elapsed += time.perf_counter() - start
+            tokens += inputs.numel()
+            per_sequence_state = model.state_bytes(state) // len(batch)
+            for index, example, predicted in zip(group, batch, predictions):
+                for metric, value in task.score(example, predicted).items():
+                    scores[metric].append(value)
+                    outcomes.append({**knobs, "example": index, **example.info, "metric": metric, "value": value})
     throughput = {"state_bytes": per_sequence_state, "tokens_per_s": tokens / elapsed if elapsed else None}
     return scores, outcomes, throughput
+
+
+def _by_generated_positions(examples, indices, scoring: str) -> dict[int, list[int]]:
+    """Example indices grouped by how many final positions the model generates (0 for all when teacher-forced)."""
+    groups: dict[int, list[int]] = {}
+    for index in indices:
+        generated = examples[index].generated_positions() if scoring == "generate" else 0
+        groups.setdefault(generated, []).append(index)
+    return groups

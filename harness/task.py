@@ -3,9 +3,13 @@
 A task turns a random generator and the values of its knobs (one cell of the evaluation grid,
 such as ``context_len`` and ``depth``) into an ``Example``: a token sequence plus, at the
 positions where the model must answer, the expected next token. Training and evaluation use the
-same format, and the model is scored by its argmax at the labelled positions (teacher forcing).
-For an exact-match metric this equals greedy decoding: both are correct exactly when every
-answer token is predicted correctly given the correct prefix.
+same format. An answer of several tokens is one run of labelled positions; by default
+(``eval.scoring=generate``) the model writes it: from the first labelled position to the end of
+the example it reads its own greedy outputs, never the true answer (``generated_positions``).
+Answers of one token each (MQAR's queries) may be spread through the example: the argmax given
+the true prefix is the greedy answer. ``eval.scoring=teacher_forced`` scores the argmax at every
+labelled position given the true prefix instead, a diagnosis that agrees with generation on
+exact match but not on partial credit.
 
 Examples are deterministic in (task config, seed, split, knobs, index): a generator is seeded
 from those values, with the split tag in the seed, so that training and test examples come from
@@ -28,6 +32,8 @@ IGNORE = -100  # label of positions that are not scored (as in torch's cross_ent
 TRAIN, TEST, VALIDATION = 0, 1, 2  # split tags in the seed: no two splits ever share a seed
 #: evaluation splits: the test set, and validation examples for choosing hyperparameters (never the test set)
 EVAL_SPLITS = {"test": TEST, "validation": VALIDATION}
+#: how answers are scored (``eval.scoring``, see the module docstring)
+SCORINGS = ("generate", "teacher_forced")
 
 
 @dataclass
@@ -63,6 +69,23 @@ class Example:
     def answer_positions(self) -> np.ndarray:
         return np.flatnonzero(self.labels != IGNORE)
 
+    def generated_positions(self) -> int:
+        """How many final positions the model writes itself when its answer is generated: from the
+        position after the first labelled one to the end (the first labelled position reads the
+        prompt's last token), or 0 when every answer is a single token (the argmax given the true
+        prefix is then the greedy answer). Raises ValueError if a multi-token answer is followed
+        by more labelled positions, which generation cannot score."""
+        positions = self.answer_positions
+        if len(positions) == 0:
+            raise ValueError("an example has no labelled position to score")
+        runs = np.split(positions, np.flatnonzero(np.diff(positions) != 1) + 1)
+        if len(runs) == 1 and len(positions) > 1:
+            return len(self.tokens) - int(positions[0]) - 1
+        if all(len(run) == 1 for run in runs):
+            return 0
+        raise ValueError("an example labels several answers of more than one token; to be generated, an answer "
+                         "of several tokens must be the example's last labelled run")
+
 
 class Task:
     """Base class of a task (see the module docstring)."""
@@ -73,10 +96,6 @@ class Task:
     cell_knobs: ClassVar[dict[str, type]] = {"context_len": int}
     #: metric name -> higher is better; the first one is the task's headline metric
     metrics: ClassVar[dict[str, bool]] = {}
-    #: tokens at the end of every example that the model generates greedily when evaluated,
-    #: feeding back its own predictions; 0: scored by teacher forcing (the argmax at each
-    #: labelled position given the true prefix, which equals greedy decoding for exact match)
-    generated_tokens: int = 0
     #: whether generated examples may be cached (see harness/example_cache.py)
     cacheable: ClassVar[bool] = True
 

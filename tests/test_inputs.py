@@ -43,6 +43,7 @@ def assert_rejected(tmp_path, overrides: list[str], message: str) -> None:
     ("name=../../x", r"name='../../x': must be a plain non-empty name"),
     ("name=/an/absolute/path", r"name='/an/absolute/path': must be a plain"),
     ("name=.hidden", r"name='.hidden': must be a plain"),
+    ("eval.scoring=beam", r"eval.scoring='beam': choose one of \['generate', 'teacher_forced'\]"),
 ])
 def test_bad_numbers_grids_and_names(tmp_path, override, message):
     assert_rejected(tmp_path, [override], message)

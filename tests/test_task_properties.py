@@ -54,6 +54,8 @@ def test_default_cell_is_valid_and_examples_have_its_shape(task):
         assert example.knobs == cell
         targets = example.training_targets
         assert len(targets) == CONTEXT_LEN and set(example.answer_positions) <= set(np.flatnonzero(targets != IGNORE))
+        generated = example.generated_positions()  # the answer can be written by the model (raises if not)
+        assert generated == 0 or generated == CONTEXT_LEN - example.answer_positions[0] - 1
 
 
 def test_examples_are_deterministic_in_seed_and_cell(task):

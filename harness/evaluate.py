@@ -10,7 +10,6 @@ other cells go on.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import time
 from typing import Any
 
@@ -26,12 +25,6 @@ from harness.stats import mean_interval
 from harness.task import Task, stack_tokens
 
 
-def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """The Cartesian product of the grid's knob values, in a stable order."""
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
-
-
 @torch.no_grad()
 def evaluate(
     model: StreamingLM, task: Task, config: EvalConfig, segment_len: int, device: torch.device,
@@ -43,7 +36,7 @@ def evaluate(
     budget = int(config.max_memory_gb * 2**30) if config.max_memory_gb is not None else None
     cells, outcomes = [], []
     if cells_knobs is None:
-        cells_knobs = grid_cells(task.evaluation_grid(config.grid))
+        cells_knobs = task.evaluation_cells(config.grid)
     test_cells = (cache or ExampleCache(None)).test_cells(task, config.seed, cells_knobs, config.examples_per_cell,
                                                              config.split)
     for knobs, examples in tqdm(list(zip(cells_knobs, test_cells)), desc=f"eval {model.mechanism_name}",

@@ -24,7 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import semantic_config
-from harness.evaluate import evaluate, grid_cells
+from harness.evaluate import evaluate
 from harness.example_cache import ExampleCache
 from harness.run import ConfigError, Plan, autocast, prepare, provenance, show_progress
 from harness.store import CONFIG_FILE, OUTCOMES_FILE, read_result, trained_model_id, write_run
@@ -82,7 +82,7 @@ def evaluate_stored(cfg: DictConfig) -> dict[str, Any]:
     plan = prepare(cfg)
     config = plan.config
     runs = _checked_runs(plan)
-    wanted = grid_cells(plan.task.evaluation_grid(config.eval.grid))
+    wanted = plan.task.evaluation_cells(config.eval.grid)
     added = 0
     for run_dir, record in runs:
         present = {_cell_key(cell["knobs"]) for cell in record["cells"]}

@@ -27,7 +27,7 @@ from harness.checks import (ConfigError, check_grid, check_max_memory, check_mem
 from harness.config import RunConfig, semantic_config
 from harness.cpu_allocator import DESCRIPTION as ALLOCATOR
 from harness.cpu_allocator import retain_freed_memory
-from harness.evaluate import evaluate, grid_cells
+from harness.evaluate import evaluate
 from harness.example_cache import ExampleCache
 from harness.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.model import StreamingLM
@@ -89,7 +89,7 @@ def prepare(cfg: DictConfig) -> Plan:
     try:
         task = build_task(**container["task"])
         check_grid(config.eval.grid, task.config.grid)
-        cells = grid_cells(task.evaluation_grid(config.eval.grid))
+        cells = task.evaluation_cells(config.eval.grid)
         for knobs in cells:
             task.validate_cell(knobs)
         rng = np.random.default_rng(0)

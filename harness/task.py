@@ -19,6 +19,7 @@ disjoint seed streams.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
@@ -138,6 +139,11 @@ class Task:
         """``grid`` (eval.grid) completed with the task's own values for the knobs it leaves out."""
         return {**grid, **{key: values for key, values in self.config.grid.items() if key not in grid}}
 
+    def evaluation_cells(self, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """The cells evaluated for ``grid`` (eval.grid): the product of the completed grid's values;
+        a task whose knobs are tied to each other (one per length) narrows it."""
+        return grid_cells(self.evaluation_grid(grid))
+
     def min_context_len(self, knobs: dict[str, Any]) -> int:
         """The fewest tokens an example of the cell ``knobs`` (context_len aside) can have."""
         return 1
@@ -182,6 +188,12 @@ class Task:
         """The ``count`` training examples of one step, with the other knobs drawn at random."""
         rng = np.random.default_rng([seed, TRAIN, step])
         return [self.generate(rng, **self.training_knobs(rng, context_len)) for _ in range(count)]
+
+
+def grid_cells(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The Cartesian product of the grid's knob values, in a stable order."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[key] for key in keys))]
 
 
 def answer_labels(length: int, answer: np.ndarray) -> np.ndarray:

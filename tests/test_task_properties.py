@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import harness
-from harness.evaluate import grid_cells
 from harness.task import IGNORE, Example, Task
 
 CONTEXT_LEN = 128
@@ -33,13 +32,12 @@ def task(request) -> Task:
 
 
 def first_cell(task: Task, context_len: int = CONTEXT_LEN) -> dict:
-    grid = task.evaluation_grid({"context_len": [context_len]})
-    return {knob: values[0] for knob, values in grid.items()}
+    return task.evaluation_cells({"context_len": [context_len]})[0]
 
 
 def default_cells(task: Task, context_len: int = CONTEXT_LEN) -> list[dict]:
     """Every cell of the task's default grid, at ``context_len``."""
-    return grid_cells(task.evaluation_grid({"context_len": [context_len]}))
+    return task.evaluation_cells({"context_len": [context_len]})
 
 
 def test_default_cell_is_valid_and_examples_have_its_shape(task):

@@ -33,6 +33,7 @@ Three parts, used by tasks/babi_qa.py:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,7 +270,8 @@ class World:
             if self.history[thing][-1] != self.object_place(thing):
                 self.history[thing].append(self.object_place(thing))
 
-    def step(self, rng: np.random.Generator, kinds: tuple[str, ...], allowed=lambda kind, s: True) -> tuple[str, dict]:
+    def step(self, rng: np.random.Generator, kinds: tuple[str, ...],
+             allowed: Callable[[str, dict], bool] = lambda kind, s: True) -> tuple[str, dict]:
         """Draw a kind uniformly, then one of its possible (and ``allowed``) statements uniformly; perform it."""
         while True:
             kind = kinds[rng.integers(len(kinds))]

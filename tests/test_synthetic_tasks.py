@@ -115,38 +115,6 @@ def test_variable_tracking_chains_keep_their_order():
             assert text.index(f"var {source} =") < text.index(f"var {name} = {source} .")
 
 
-@pytest.mark.parametrize("qa, question, answer", [
-    (1, "where is sandra ?", "kitchen"),
-    (4, "what is west of the bathroom ?", "hallway"),
-])
-def test_babi_hand_checked_examples(qa, question, answer):
-    task, e = example("babi_qa", {"context_len": 40, "qa": qa}, num_facts=3)
-    text = task.vocab.decode(e.tokens)
-    assert text.endswith(f"{question} {answer}") and answer_text(task, e) == answer
-    if qa == 1:
-        assert text == ("the grass is green . the sky is blue julie went to the garden . . sandra went to the "
-                        "kitchen . the julie picked up the cake . sun is yellow . here we where is sandra ? kitchen")
-    else:
-        assert "the hallway is west of the bathroom ." in text and "the garden is north of the bathroom ." in text
-
-
-@pytest.mark.parametrize("qa, first_word", [(1, "where is"), (2, "where is the"), (3, "where was the"),
-                                            (5, "w")])
-def test_babi_question_kinds(qa, first_word):
-    task = harness.build_task("babi_qa", num_facts=6)
-    for e in task.test_examples(seed=0, knobs={"context_len": 120, "qa": qa}, count=20):
-        question = task.vocab.decode(e.tokens).rsplit(" . ", 1)[-1]
-        assert first_word in question and question.endswith("? " + answer_text(task, e))
-    assert task.chance(context_len=120, qa=qa)["accuracy"] == pytest.approx(0.15625 if qa == 5 else 1 / 6)
-
-
-def test_babi_rejects_unknown_question_kinds():
-    with pytest.raises(ValueError, match="qa must be"):
-        harness.build_task("babi_qa").validate_cell({"context_len": 100, "qa": 6})
-    with pytest.raises(ValueError, match="qa_kinds"):
-        harness.build_task("babi_qa", qa_kinds=[0])
-
-
 def test_frequent_words_hand_checked_example():
     task, e = example("frequent_words", {"context_len": 30}, num_words=8, top_k=2)
     assert task.vocab.decode(e.tokens) == (

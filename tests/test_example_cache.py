@@ -9,7 +9,7 @@ import harness
 from harness.example_cache import ExampleCache, code_version
 
 CELLS = [{"context_len": 64}, {"context_len": 96}]  # of qa
-NIAH_CELLS = [{**cell, "depth": 0.5} for cell in CELLS]
+NIAH_CELLS = CELLS  # niah places its needles at random: no depth knob
 
 
 def same(a, b):

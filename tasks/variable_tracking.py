@@ -10,8 +10,8 @@ pool of ``name_words``, or with ``name_letters > 0`` that many letters a-z, one 
 ``words``, chain by chain, each chain's statements in order before distinct units (paragraphs,
 words; the other chains' statements count as units) drawn uniformly; in ``text`` (RULER's essay)
 the chains are interleaved at random, keeping their order, at RULER's 40 depths
-(``Haystack.place``). Worked example with ``num_chains=2``, ``num_hops=1``, ``context_len=80``,
-the defaults otherwise (2-digit values, one-word names, repeat haystack)::
+(``Haystack.place``). Worked example with ``num_chains=2``, ``num_hops=1``, ``haystack=repeat``,
+``context_len=80``, the defaults otherwise (2-digit values, one-word names)::
 
     var tani = 1 1 . var mafi = 2 5 . the grass is green . the sky is blue . the sun is yellow .
     here we go . there and back again . var rome = var mafi . var nuve = var tani . the grass is
@@ -48,7 +48,10 @@ LETTERS = list(string.ascii_lowercase)
 @dataclass
 class VariableTrackingConfig(HaystackConfig, TaskConfig):
     name: str = "variable_tracking"
-    num_chains: int = 2
+    #: 1 chain of 2 hops in the words haystack fits the quick experiment's 48 tokens (RULER: 1 x 4
+    #: in its noise, whose paragraphs each statement needs one of: 202 tokens)
+    haystack: str = "words"
+    num_chains: int = 1
     num_hops: int = 2
     #: digits of a value, the first not 0 (RULER: 5)
     value_digits: int = 2

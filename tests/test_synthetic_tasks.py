@@ -110,7 +110,7 @@ def test_mqar_cells_need_room_for_the_queries():
 
 
 def test_variable_tracking_hand_checked_example():
-    task, e = example("variable_tracking", {"context_len": 80}, num_chains=2, num_hops=1)
+    task, e = example("variable_tracking", {"context_len": 80}, num_chains=2, num_hops=1, haystack="repeat")
     assert task.vocab.decode(e.tokens) == (
         "var tani = 1 1 . var mafi = 2 5 . the grass is green . the sky is blue . the sun is yellow . "
         "here we go . there and back again . var rome = var mafi . var nuve = var tani . the grass is "
@@ -125,7 +125,7 @@ def test_variable_tracking_hand_checked_example():
 
 
 def test_variable_tracking_chains_keep_their_order():
-    task = harness.build_task("variable_tracking", num_chains=3, num_hops=4)
+    task = harness.build_task("variable_tracking", num_chains=3, num_hops=4, haystack="repeat")
     for e in task.test_examples(seed=1, knobs={"context_len": 300}, count=20):
         text = task.vocab.decode(e.tokens)
         names = answer_text(task, e).split()

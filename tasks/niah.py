@@ -52,6 +52,7 @@ PLACEMENTS = ("random", "depth")
 HEX = "0123456789abcdef"
 UUID_DASHES = [8, 12, 16, 20]  # before these of the 32 hex digits: groups of 8-4-4-4-12
 UUID_VALUES = 2**122  # random bits of a version-4 uuid
+UUID_TOKENS = 36
 
 
 @dataclass
@@ -111,14 +112,14 @@ class Niah(Task):
         prefix, middle = NEEDLE.format(kind=kind, key="{}", value="{}").split(" {} ")[:2]
         self.needle_prefix, self.needle_middle = self.vocab.encode(prefix), self.vocab.encode(middle)
         self.needle_suffix = self.vocab.encode(".")
-        self.question_prefix, question_suffix = QUESTION.format(kind=kind, keys="{}").split(" {} ")
-        self.question_prefix, self.question_suffix = map(self.vocab.encode, (self.question_prefix, question_suffix))
+        question_prefix, question_suffix = QUESTION.format(kind=kind, keys="{}").split(" {} ")
+        self.question_prefix, self.question_suffix = self.vocab.encode(question_prefix), self.vocab.encode(question_suffix)
         self.key_ids = self.vocab.encode(" ".join(self.key_pool)) if self.key_pool else None
         self.digit_ids = self.vocab.encode(" ".join(HEX))
         self.dash = self.vocab.ids["-"]
         self.filler_ids = self.vocab.encode(FILLER)
-        self.key_len = config.key_length if config.key_type == "words" else 36
-        self.value_len = config.value_digits if config.value_type == "numbers" else 36
+        self.key_len = config.key_length if config.key_type == "words" else UUID_TOKENS
+        self.value_len = config.value_digits if config.value_type == "numbers" else UUID_TOKENS
         self.needle_len = len(self.needle_prefix) + self.key_len + len(self.needle_middle) + self.value_len + 1
         self.question_len = (len(self.question_prefix) + config.num_queries * (self.key_len + 1) - 1
                              + len(self.question_suffix))

@@ -8,6 +8,9 @@ Three kinds of haystack (RULER's noise, BABILong's background text):
 - ``text``: consecutive words of a natural-text corpus (``corpus_path``, a UTF-8 text file split
   on whitespace and lower-cased), starting at a random offset and wrapping around.
 
+Needles, statements or facts go between units of the haystack (a paragraph of ``repeat``, a sentence
+of ``text``, a word of ``words``); ``Haystack.place`` draws their places as RULER does.
+
 Made-up words are two consonant-vowel syllables ("bako", "dimu", ...) in one fixed shuffled order:
 tasks take their keys and names from the front of the pool and noise comes from its back, so the
 two never share a word.
@@ -27,6 +30,10 @@ from harness.vocabulary import Vocabulary
 
 FILLER = "the grass is green . the sky is blue . the sun is yellow . here we go . there and back again ."
 HAYSTACK_KINDS = ("repeat", "words", "text")
+#: RULER's depths (percent of the sentences) for pieces in a natural-text haystack, drawn without
+#: replacement (``DEPTHS`` of RULER's scripts/data/synthetic/niah.py and variable_tracking.py)
+RULER_DEPTHS = np.round(np.linspace(0, 100, num=40)).astype(int)
+SENTENCE_END = (".", "!", "?")
 
 
 @functools.cache
@@ -82,10 +89,12 @@ class Haystack:
                 raise ValueError(f"corpus_path={corpus_path!r} holds no words")
             self.words = sorted(set(self.text))
         self._ids: np.ndarray | None = None
+        self._ends_sentence: np.ndarray | None = None
 
     def bind(self, vocab: Vocabulary) -> None:
         """Encode the haystack's words with the task's vocabulary (which must contain them)."""
         self._ids = vocab.encode(" ".join(self.text if self.kind != "words" else self.words))
+        self._ends_sentence = np.array([word.rstrip("\"')]").endswith(SENTENCE_END) for word in vocab.words])
 
     def sample(self, rng: np.random.Generator, length: int) -> np.ndarray:
         """``length`` background tokens."""
@@ -95,6 +104,42 @@ class Haystack:
             return rng.choice(self._ids, length)
         start = 0 if self.kind == "repeat" else int(rng.integers(len(self._ids)))
         return self._ids[(start + np.arange(length)) % len(self._ids)]
+
+
+    def unit_starts(self, tokens: np.ndarray) -> np.ndarray:
+        """Offsets in a sample (from ``sample``) where a unit begins: every paragraph of ``repeat``,
+        every word of ``words``, every sentence of ``text`` (after a word ending in . ! or ?, as an
+        approximation of RULER's nltk sentence splitter); the sample's start is one."""
+        if self.kind == "repeat":
+            return np.arange(0, len(tokens), len(self.text))
+        if self.kind == "words":
+            return np.arange(len(tokens))
+        ends = np.flatnonzero(self._ends_sentence[tokens[:-1]]) + 1
+        return np.concatenate(([0], ends))
+
+    def min_length(self, units: int) -> int:
+        """The fewest tokens of a sample in which ``place`` finds room for ``units`` pieces."""
+        if units == 0 or self.kind == "text":  # RULER's depths may put several pieces in one sentence
+            return 0
+        return (units - 1) * len(self.text) + 1 if self.kind == "repeat" else units
+
+    def place(self, rng: np.random.Generator, tokens: np.ndarray, count: int) -> np.ndarray:
+        """Sorted offsets in ``tokens`` for ``count`` pieces, drawn as RULER places needles.
+
+        ``text`` (RULER's essay haystack): at the start of sentence ``int(sentences x depth / 100)``
+        (the end for 100) for depths drawn without replacement from ``RULER_DEPTHS``, so at most 40
+        pieces. ``repeat`` (RULER's noise) and ``words``: before distinct units drawn uniformly.
+        """
+        starts = self.unit_starts(tokens)
+        if self.kind == "text":
+            if count > len(RULER_DEPTHS):
+                raise ValueError(f"the text haystack places at most {len(RULER_DEPTHS)} pieces (RULER's depths), "
+                                 f"asked for {count}")
+            depths = rng.choice(RULER_DEPTHS, count, replace=False)
+            return np.sort(np.append(starts, len(tokens))[len(starts) * depths // 100])
+        if count > len(starts):
+            raise ValueError(f"a {self.kind} haystack of {len(tokens)} tokens has {len(starts)} places, asked for {count}")
+        return np.sort(rng.choice(starts, count, replace=False))
 
 
 def insert(haystack: np.ndarray, pieces: list[np.ndarray], positions: list[int]) -> np.ndarray:

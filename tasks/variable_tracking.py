@@ -1,23 +1,32 @@
-"""Variable tracking: multi-hop tracing of chained assignments, after RULER's VT (Hsieh et al. 2024).
+"""Variable tracking: multi-hop tracing of chained assignments, RULER's VT (Hsieh et al. 2024,
+``scripts/data/synthetic/variable_tracking.py``).
 
-``num_chains`` chains of assignments are spread through a haystack: a chain binds a value to a
-first variable ("var kuzo = 3 9 ."), then passes it on ``num_hops`` times ("var bave = kuzo .").
-The statements of one chain appear in order, interleaved with the other chains' at random places.
-The question names one chain's value, and the answer lists every variable that holds it, in the
-order they appear. Worked example with ``num_chains=2``, ``num_hops=1``, ``value_digits=2``,
-``context_len=56``, repeat haystack::
+``num_chains`` chains of assignments are spread through a haystack: a chain binds a value of
+``value_digits`` digits (the first not 0) to a first variable ("var kuzo = 3 9 ."), then passes it
+on ``num_hops`` times ("var bave = var kuzo ."). The question names the first chain's value, and
+the answer lists every variable that holds it, in chain order. A name is one made-up word from a
+pool of ``name_words``, or with ``name_letters > 0`` that many letters a-z, one token each (RULER:
+5 capital letters). Statements go where RULER puts them: in ``repeat`` (RULER's noise) and
+``words``, chain by chain, each chain's statements in order before distinct units (paragraphs,
+words; the other chains' statements count as units) drawn uniformly; in ``text`` (RULER's essay)
+the chains are interleaved at random, keeping their order, at RULER's 40 depths
+(``Haystack.place``). Worked example with ``num_chains=2``, ``num_hops=1``, ``haystack=repeat``,
+``context_len=80``, the defaults otherwise (2-digit values, one-word names)::
 
-    the grass is green . the sky is blue . the sun is yellow . var tani = 0 1 . var mafi = 1 7 .
-    here we go var nuve = tani . . there and back again . var rome = mafi .
-    which variables hold 0 1 ? answer : tani nuve
+    var tani = 1 1 . var mafi = 2 5 . the grass is green . the sky is blue . the sun is yellow .
+    here we go . there and back again . var rome = var mafi . var nuve = var tani . the grass is
+    green . the sky is blue . the sun is yellow . here we go . there and back
+    which variables hold 1 1 ? answer : tani nuve
 
-Knobs: ``context_len``. Metrics: ``exact_match`` (all ``num_hops + 1`` variables right; chance
-(1 / name_words)^(num_hops + 1)) and ``part_match`` (the share of the variables right; chance
-1 / name_words, for a guess among the variable names).
+Knobs: ``context_len``. Metrics, on the generated answer: ``string_match_all`` (RULER's: the share
+of the ``num_hops + 1`` variables found in it, in any order; chance about (answer tokens) /
+(possible names)) and ``exact_match`` (all of them, in chain order).
 """
 
 from __future__ import annotations
 
+import heapq
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,107 +34,165 @@ import numpy as np
 
 from harness.haystack import Haystack, HaystackConfig, insert, made_up_words
 from harness.registry import register_task
+from harness.string_match import string_match_all
 from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.vocabulary import Vocabulary
 
 VALUE_STATEMENT = "var {name} = {value} ."
-COPY_STATEMENT = "var {name} = {source} ."
+COPY_STATEMENT = "var {name} = var {source} ."
 QUESTION = "which variables hold {value} ? answer :"
 DIGITS = [str(d) for d in range(10)]
+LETTERS = list(string.ascii_lowercase)
 
 
 @dataclass
 class VariableTrackingConfig(HaystackConfig, TaskConfig):
     name: str = "variable_tracking"
-    num_chains: int = 2
+    #: 1 chain of 2 hops in the words haystack fits the quick experiment's 48 tokens (RULER: 1 x 4
+    #: in its noise, whose paragraphs each statement needs one of: 202 tokens)
+    haystack: str = "words"
+    num_chains: int = 1
     num_hops: int = 2
+    #: digits of a value, the first not 0 (RULER: 5)
     value_digits: int = 2
-    #: pool of variable names (made-up words)
+    #: pool of variable names (made-up words), used when name_letters is 0
     name_words: int = 64
+    #: letters a-z per name, one token each (RULER: 5); 0: one made-up word per name
+    name_letters: int = 0
 
 
 @register_task("variable_tracking")
 class VariableTracking(Task):
     Config = VariableTrackingConfig
-    cell_knobs = {"context_len": int}
-    metrics = {"exact_match": True, "part_match": True}
+    metrics = {"string_match_all": True, "exact_match": True}
 
     def __init__(self, config: VariableTrackingConfig):
         for key in ("num_chains", "value_digits"):
             if getattr(config, key) < 1:
                 raise ValueError(f"variable_tracking: {key} must be at least 1, got {getattr(config, key)}")
-        if config.num_hops < 0:
-            raise ValueError(f"variable_tracking: num_hops must be at least 0, got {config.num_hops}")
-        if config.name_words < config.num_chains * (config.num_hops + 1):
-            raise ValueError(f"variable_tracking: name_words={config.name_words} is fewer than the "
+        for key in ("num_hops", "name_letters"):
+            if getattr(config, key) < 0:
+                raise ValueError(f"variable_tracking: {key} must be at least 0, got {getattr(config, key)}")
+        self.num_names = config.name_words if config.name_letters == 0 else len(LETTERS) ** config.name_letters
+        if self.num_names < config.num_chains * (config.num_hops + 1):
+            option = "name_words" if config.name_letters == 0 else "name_letters"
+            raise ValueError(f"variable_tracking: {option}={getattr(config, option)} gives fewer names than the "
                              f"{config.num_chains * (config.num_hops + 1)} variables of an example")
-        if 10**config.value_digits < config.num_chains:
+        if 9 * 10 ** (config.value_digits - 1) - 1 < config.num_chains:
             raise ValueError("variable_tracking: too few values of value_digits digits for num_chains distinct ones")
         self.haystack = Haystack(config.haystack, config.noise_words, config.corpus_path)
-        self.names = made_up_words(config.name_words)
+        self.name_pool = made_up_words(config.name_words) if config.name_letters == 0 else LETTERS
         super().__init__(config)
         self.haystack.bind(self.vocab)
+        self.name_ids = self.vocab.encode(" ".join(self.name_pool))
+        self.name_len = max(config.name_letters, 1)
         self.var, self.equals = self.vocab.ids["var"], self.vocab.ids["="]
         self.question_len = len(QUESTION.split()) - 1 + config.value_digits
+        self.answer_len = (config.num_hops + 1) * self.name_len
 
     def build_vocabulary(self) -> Vocabulary:
-        template = f"{VALUE_STATEMENT} {COPY_STATEMENT} {QUESTION}"
-        for slot in ("{name}", "{value}", "{source}"):
-            template = template.replace(slot, "")
-        return Vocabulary([*template.split(), *DIGITS, *self.names, *self.haystack.words])
+        template = f"{VALUE_STATEMENT} {COPY_STATEMENT} {QUESTION}".format(name="", value="", source="")
+        return Vocabulary([*template.split(), *DIGITS, *self.name_pool, *self.haystack.words])
+
+    def statement_lengths(self) -> tuple[int, int]:
+        """Tokens of a value statement and of a copy statement."""
+        return 3 + self.name_len + self.config.value_digits, 4 + 2 * self.name_len
 
     def min_context_len(self, knobs: dict[str, Any]) -> int:
         config = self.config
-        statements = config.num_chains * (5 + config.value_digits - 1 + 5 * config.num_hops)
-        return statements + self.question_len + config.num_hops + 1
+        value, copy = self.statement_lengths()
+        statements = config.num_chains * (value + config.num_hops * copy)
+        # RULER's noise haystack puts a chain's statements before distinct units
+        return statements + self.haystack.min_length(config.num_hops + 1) + self.question_len + self.answer_len
+
+    def _names(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` different names as rows of token ids."""
+        if self.config.name_letters == 0:
+            return self.name_ids[rng.choice(len(self.name_ids), count, replace=False)][:, None]
+        while True:
+            names = self.name_ids[rng.integers(len(LETTERS), size=(count, self.config.name_letters))]
+            if len(np.unique(names, axis=0)) == count:
+                return names
+
+    def _places(self, rng: np.random.Generator, filler: np.ndarray, chains: list[list[int]]) -> tuple[list[int], list[int]]:
+        """The statements (indices) in context order and their offsets in ``filler``, as RULER places them."""
+        if self.haystack.kind == "text":
+            heap = [(rng.random(), chain, 0) for chain in range(len(chains))]
+            heapq.heapify(heap)
+            order = []
+            while heap:  # RULER's shuffle_sublists_heap: a random interleaving that keeps each chain's order
+                _, chain, step = heapq.heappop(heap)
+                order.append(chains[chain][step])
+                if step + 1 < len(chains[chain]):
+                    heapq.heappush(heap, (rng.random(), chain, step + 1))
+            return order, self.haystack.place(rng, filler, len(order)).tolist()
+        starts = self.haystack.unit_starts(filler)
+        sequence = [-1] * len(starts)  # -1: a unit of the haystack, else a statement
+        for chain in chains:
+            for step, slot in enumerate(np.sort(rng.choice(len(sequence), len(chain), replace=False))):
+                sequence.insert(int(slot) + step, chain[step])
+        offsets, offset, unit = {}, len(filler), len(starts)
+        for item in reversed(sequence):  # a statement goes before the next unit
+            if item < 0:
+                unit -= 1
+                offset = int(starts[unit])
+            else:
+                offsets[item] = offset
+        order = [item for item in sequence if item >= 0]
+        return order, [offsets[item] for item in order]
 
     def generate(self, rng: np.random.Generator, context_len: int) -> Example:
         config = self.config
-        names = [self.names[i] for i in rng.choice(len(self.names), config.num_chains * (config.num_hops + 1), replace=False)]
-        values = [" ".join(f"{v:0{config.value_digits}d}") for v in rng.choice(10**config.value_digits, config.num_chains, replace=False)]
-        chains = []
-        for chain in range(config.num_chains):
-            variables = names[chain * (config.num_hops + 1) : (chain + 1) * (config.num_hops + 1)]
-            statements = [VALUE_STATEMENT.format(name=variables[0], value=values[chain])]
-            statements += [COPY_STATEMENT.format(name=name, source=source) for source, name in zip(variables, variables[1:])]
-            chains.append((variables, statements))
-        # interleave the chains at random, each keeping its own order
-        order = rng.permutation([chain for chain, (_, statements) in enumerate(chains) for _ in statements])
-        next_statement = [0] * config.num_chains
-        statements = []
-        for chain in order:
-            statements.append(self.vocab.encode(chains[chain][1][next_statement[chain]]))
-            next_statement[chain] += 1
-        question = self.vocab.encode(QUESTION.format(value=values[0]))
-        answer = self.vocab.encode(" ".join(chains[0][0]))
+        hops = config.num_hops
+        names = self._names(rng, config.num_chains * (hops + 1))
+        low = 10 ** (config.value_digits - 1)
+        values = low + rng.choice(9 * low - 1, config.num_chains, replace=False)  # RULER: randint(10000, 99999)
+        statements, chains = [], []
+        for chain, value in enumerate(values):
+            variables = [self.vocab.decode(name) for name in names[chain * (hops + 1) : (chain + 1) * (hops + 1)]]
+            text = [VALUE_STATEMENT.format(name=variables[0], value=" ".join(str(value)))]
+            text += [COPY_STATEMENT.format(name=name, source=source) for source, name in zip(variables, variables[1:])]
+            chains.append(list(range(len(statements), len(statements) + len(text))))
+            statements += [self.vocab.encode(line) for line in text]
+        question = self.vocab.encode(QUESTION.format(value=" ".join(str(values[0]))))
+        answer = names[: hops + 1].ravel()
         filler_len = context_len - sum(len(s) for s in statements) - len(question) - len(answer)
-        positions = np.sort(rng.integers(0, filler_len + 1, len(statements)))
-        context = insert(self.haystack.sample(rng, filler_len), statements, positions.tolist())
+        filler = self.haystack.sample(rng, filler_len)
+        order, positions = self._places(rng, filler, chains)
+        context = insert(filler, [statements[i] for i in order], positions)
         tokens = np.concatenate((context, question, answer))
         return Example(tokens, answer_labels(context_len, answer), {"context_len": context_len})
 
     def score(self, example: Example, predictions: np.ndarray) -> dict[str, float]:
         positions = example.answer_positions
-        correct = predictions[positions] == example.labels[positions]
-        return {"exact_match": float(correct.all()), "part_match": float(correct.mean())}
+        truth = example.labels[positions]
+        references = [self.vocab.decode(name) for name in truth.reshape(-1, self.name_len)]
+        return {"string_match_all": string_match_all(self.vocab.decode(predictions[positions]), references),
+                "exact_match": float((predictions[positions] == truth).all())}
 
     def chance(self, **knobs: Any) -> dict[str, float]:
-        guess = 1 / self.config.name_words
-        return {"exact_match": guess ** (self.config.num_hops + 1), "part_match": guess}
+        """A guess of another example's answer: each variable is found at any of its offsets."""
+        offsets = self.answer_len - self.name_len + 1
+        return {"string_match_all": float(-np.expm1(offsets * np.log1p(-1 / self.num_names))),
+                "exact_match": float(self.num_names ** -(self.config.num_hops + 1.0))}
 
     def oracle(self, example: Example) -> np.ndarray:
         """Follow the assignments in order, then list the variables that hold the asked value."""
-        digits, tokens = self.config.value_digits, example.tokens
-        question_start = len(tokens) - self.config.num_hops - 1 - self.question_len
-        held: dict[int, tuple[int, ...]] = {}
-        order: list[int] = []
-        for start in np.flatnonzero(tokens[: question_start - 3] == self.var):
-            name, equals, source = tokens[start + 1], tokens[start + 2], tokens[start + 3]
-            if equals != self.equals:
-                continue
-            held[int(name)] = held[int(source)] if int(source) in held else tuple(tokens[start + 3 : start + 3 + digits])
-            order.append(int(name))
-        asked = tuple(tokens[question_start + 3 : question_start + 3 + digits])
+        digits, tokens, length = self.config.value_digits, example.tokens, self.name_len
+        question_start = len(tokens) - self.answer_len - self.question_len
+        context = tokens[:question_start]
+        held: dict[bytes, bytes] = {}
+        order: list[np.ndarray] = []
+        for start in np.flatnonzero(context[: -length - 2] == self.var):
+            name, after = context[start + 1 : start + 1 + length], start + 1 + length
+            if context[after] != self.equals:
+                continue  # the source of a copy ("= var kuzo .")
+            if context[after + 1] == self.var:
+                held[name.tobytes()] = held[context[after + 2 : after + 2 + length].tobytes()]
+            else:
+                held[name.tobytes()] = context[after + 1 : after + 1 + digits].tobytes()
+            order.append(name)
+        asked = tokens[question_start + 3 : question_start + 3 + digits].tobytes()
         predictions = np.full(len(tokens), IGNORE, dtype=np.int64)
-        predictions[example.answer_positions] = [name for name in order if held[name] == asked]
+        predictions[example.answer_positions] = np.concatenate([name for name in order if held[name.tobytes()] == asked])
         return predictions

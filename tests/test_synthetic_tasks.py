@@ -6,6 +6,8 @@ test_task_properties.py; each example here was checked by hand against its task'
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -22,45 +24,57 @@ def answer_text(task, example):
 
 
 def test_niah_hand_checked_example_with_a_distractor():
-    task, e = example("niah", {"context_len": 48, "depth": 0.5}, num_keys=2, value_digits=2)
+    task, e = example("niah", {"context_len": 80}, num_keys=2)
     assert task.vocab.decode(e.tokens) == (
-        "the grass is the special value for vidu is 0 0 . green . the sky is blue "
-        "the special value for nudu is 2 3 . . the sun is yellow . here we go "
-        "what are the special values for nudu ? answer : 2 3")
-    assert e.answer_positions.tolist() == [45, 46] and answer_text(task, e) == "2 3"
+        "one of the special magic numbers for bazu is : 2 2 3 . "
+        "the grass is green . the sky is blue . the sun is yellow . here we go . there and back again . "
+        "one of the special magic numbers for vidu is : 8 0 0 . the grass is green . the sky is blue . the sun is "
+        "what are all the special magic numbers for vidu ? answer : 8 0 0")
+    assert e.answer_positions.tolist() == [76, 77, 78] and answer_text(task, e) == "8 0 0"
+    assert e.knobs == {"context_len": 80} and task.cell_knobs == {"context_len": int}
 
 
-def test_niah_lists_each_asked_keys_values_in_context_order():
-    task, e = example("niah", {"context_len": 60, "depth": 1.0}, num_keys=2, num_queries=2, values_per_key=2,
-                      value_digits=1)
-    text = task.vocab.decode(e.tokens)
-    assert text.endswith("the special value for nudu is 3 . the special value for vidu is 0 . "
-                         "the special value for nudu is 2 . the special value for vidu is 0 . "
-                         "what are the special values for nudu vidu ? answer : 3 2 0 0")
-    predictions = task.oracle(e)
-    predictions[e.answer_positions[1]] = task.vocab.ids["7"]  # nudu's second value wrong
-    assert task.score(e, predictions) == {"exact_match": 0.0, "part_match": 0.75}
-    assert task.chance(context_len=60, depth=1.0) == pytest.approx({"exact_match": 1e-4, "part_match": 0.1})
+def test_niah_lists_each_asked_keys_values_in_context_order_and_scores_in_any_order():
+    task = harness.build_task("niah", num_keys=3, num_queries=2, values_per_key=2, value_digits=2)
+    for e in task.test_examples(seed=0, knobs={"context_len": 240}, count=10):
+        text = task.vocab.decode(e.tokens)
+        asked = text.split("magic numbers for ")[-1].split(" ?")[0].split(" , ")
+        found = re.findall(r"numbers for (\w+) is : (\d \d) \.", text)
+        assert answer_text(task, e) == " ".join(value for key in asked for k, value in found if k == key)
+        predictions, positions = task.oracle(e), e.answer_positions
+        predictions[positions] = predictions[positions].reshape(-1, 2)[::-1].ravel()  # values in reverse order
+        assert task.score(e, predictions)["string_match_all"] == 1.0  # RULER: 100
+        predictions[positions[:2]] = task.vocab.ids["-"]  # one value lost
+        assert task.score(e, predictions) == {"string_match_all": 0.75, "exact_match": 0.0}
+    assert task.chance(context_len=240) == pytest.approx(
+        {"string_match_all": 1 - (1 - 1 / 90) ** 7, "exact_match": 90.0**-4})
 
 
 @pytest.mark.parametrize("depth", [0.0, 1.0])
-def test_niah_depth_places_the_asked_needle(depth):
-    task, e = example("niah", {"context_len": 80, "depth": depth}, seed=3, num_keys=1)
+def test_niah_depth_places_the_asked_needles_together(depth):
+    task, e = example("niah", {"context_len": 80, "depth": depth}, seed=3, placement="depth")
     text = task.vocab.decode(e.tokens)
     if depth == 0.0:
-        assert text.startswith("the special value for")
+        assert text.startswith("one of the special magic numbers for mafi is : 2 1 2 . the grass")
     else:
-        assert text.split(" what are")[0].endswith(" blue the special value for mafi is 0 1 2 .")
+        assert text.split(" what are")[0].endswith(" the grass is one of the special magic numbers for mafi is : 2 1 2 .")
+    assert task.cell_knobs == {"context_len": int, "depth": float} and e.knobs == {"context_len": 80, "depth": depth}
+    with pytest.raises(ValueError, match="placement"):
+        harness.build_task("niah", placement="middle")
+    with pytest.raises(ValueError, match="needles"):
+        harness.build_task("niah", placement="depth", haystack="needles")
 
 
-@pytest.mark.parametrize("haystack", ["words", "text"])
+@pytest.mark.parametrize("haystack", ["words", "text", "needles"])
 def test_niah_haystack_kinds(haystack, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("It was a bright cold day in April and the clocks were striking thirteen.\n" * 3)
     task = harness.build_task("niah", haystack=haystack, corpus_path=str(corpus))
-    e = task.generate(np.random.default_rng(0), context_len=64, depth=0.5)
-    words = set(task.vocab.decode(e.tokens).split())
-    assert ("clocks" in words) == (haystack == "text") and "grass" not in words
+    e = task.generate(np.random.default_rng(0), context_len=64)
+    words = task.vocab.decode(e.tokens).split()
+    assert ("clocks" in words) == (haystack == "text")
+    assert (words.count("magic") > 2) == (haystack == "needles")  # distractor needles, after a few filler words
+    assert task.score(e, task.oracle(e))["exact_match"] == 1.0
     with pytest.raises(ValueError, match="corpus_path"):
         harness.build_task("niah", haystack="text")
     with pytest.raises(ValueError, match="haystack"):
@@ -96,37 +110,52 @@ def test_mqar_cells_need_room_for_the_queries():
 
 
 def test_variable_tracking_hand_checked_example():
-    task, e = example("variable_tracking", {"context_len": 56}, num_chains=2, num_hops=1, value_digits=2)
+    task, e = example("variable_tracking", {"context_len": 80}, num_chains=2, num_hops=1, haystack="repeat")
     assert task.vocab.decode(e.tokens) == (
-        "the grass is green . the sky is blue . the sun is yellow . var tani = 0 1 . var mafi = 1 7 . "
-        "here we go var nuve = tani . . there and back again . var rome = mafi . "
-        "which variables hold 0 1 ? answer : tani nuve")
+        "var tani = 1 1 . var mafi = 2 5 . the grass is green . the sky is blue . the sun is yellow . "
+        "here we go . there and back again . var rome = var mafi . var nuve = var tani . the grass is "
+        "green . the sky is blue . the sun is yellow . here we go . there and back "
+        "which variables hold 1 1 ? answer : tani nuve")
     assert answer_text(task, e) == "tani nuve"
-    assert task.chance(context_len=56) == pytest.approx({"exact_match": (1 / 64) ** 2, "part_match": 1 / 64})
+    reversed_names = task.oracle(e)
+    reversed_names[e.answer_positions] = reversed_names[e.answer_positions[::-1]]
+    assert task.score(e, reversed_names) == {"string_match_all": 1.0, "exact_match": 0.0}
+    assert task.chance(context_len=80) == pytest.approx({"string_match_all": 1 - (63 / 64) ** 2,
+                                                         "exact_match": (1 / 64) ** 2})
 
 
 def test_variable_tracking_chains_keep_their_order():
-    task = harness.build_task("variable_tracking", num_chains=3, num_hops=4)
-    for e in task.test_examples(seed=1, knobs={"context_len": 200}, count=20):
+    task = harness.build_task("variable_tracking", num_chains=3, num_hops=4, haystack="repeat")
+    for e in task.test_examples(seed=1, knobs={"context_len": 300}, count=20):
         text = task.vocab.decode(e.tokens)
         names = answer_text(task, e).split()
         assert len(names) == 5
         for source, name in zip(names, names[1:]):
-            assert text.index(f"var {source} =") < text.index(f"var {name} = {source} .")
+            assert text.index(f"var {source} =") < text.index(f"var {name} = var {source} .")
 
 
 def test_frequent_words_hand_checked_example():
-    task, e = example("frequent_words", {"context_len": 30}, num_words=8, top_k=2)
+    task, e = example("frequent_words", {"context_len": 48}, num_words=8, top_k=2)
     assert task.vocab.decode(e.tokens) == (
-        "fano kupe lamo fano lamo nilu fano lamo vovo lamo fano lamo vovo lamo lamo lamo lamo lamo "
-        "what are the 2 most frequent words ? answer : lamo fano")
+        "... ... goru ... ... ... goru goru ... ... goru ... ... ... ... ... ... ... ... ... goru ... "
+        "... ... lamo ... ... ... ... ... ... ... ... kupe ... lamo "
+        "what are the 2 most frequent words ? answer : goru lamo")
     swapped = task.oracle(e)
     swapped[e.answer_positions] = swapped[e.answer_positions[::-1]]
-    assert task.score(e, swapped) == {"set_recall": 1.0, "exact_match": 0.0}
-    assert task.chance(context_len=30) == pytest.approx({"set_recall": 2 / 8, "exact_match": 1 / 56})
+    assert task.score(e, swapped) == {"string_match_all": 1.0, "exact_match": 0.0}
+    assert task.chance(context_len=48) == pytest.approx({"string_match_all": 2 / 8, "exact_match": 1 / 56})
 
 
 def test_frequent_words_ranks_move_between_examples():
     task = harness.build_task("frequent_words")
     top = {answer_text(task, e).split()[0] for e in task.test_examples(seed=0, knobs={"context_len": 100}, count=40)}
     assert len(top) > 10
+
+
+def test_frequent_words_rejects_lengths_beyond_its_pool():
+    task = harness.build_task("frequent_words", num_words=10, tokens_per_vocab_word=50)
+    task.validate_cell({"context_len": 550})
+    with pytest.raises(ValueError, match="num_words"):
+        task.validate_cell({"context_len": 600})
+    with pytest.raises(ValueError, match="zipf_alpha"):
+        harness.build_task("frequent_words", zipf_alpha=1.0)

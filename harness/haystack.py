@@ -60,7 +60,7 @@ class HaystackConfig:
     haystack: str = "repeat"  # repeat | words | text
     #: how many made-up words the `words` haystack draws from
     noise_words: int = 256
-    #: the UTF-8 text file of the `text` haystack
+    #: the UTF-8 text file of the `text` haystack; null: the shipped public-domain sample (tasks/sample_corpus.py)
     corpus_path: Optional[str] = None
 
 

@@ -43,8 +43,8 @@ from harness.vocabulary import Vocabulary
 from tasks.babi_stories import (LABELS, OBJECTS, OPPOSITE, PEOPLE, PLACES, QA_KINDS, QUESTION_SHARES, QUESTIONS,
                                 STATEMENTS, VERBS, Story, answer_story, generate_story, last_question, read_babi_file,
                                 sentences)
+from tasks.sample_corpus import SAMPLE_CORPUS
 
-SAMPLE_CORPUS = Path(__file__).resolve().parent / "data" / "haystack" / "alice_in_wonderland.txt"
 UNKNOWN = "<unk>"
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[^\w\s]")  # words (with inner apostrophes) and punctuation marks
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+")

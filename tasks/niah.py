@@ -42,6 +42,7 @@ from harness.registry import register_task
 from harness.string_match import string_match_all
 from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.vocabulary import Vocabulary
+from tasks.sample_corpus import SAMPLE_CORPUS
 
 NEEDLE = "one of the special magic {kind} for {key} is : {value} ."
 QUESTION = "what are all the special magic {kind} for {keys} ? answer :"
@@ -101,7 +102,7 @@ class Niah(Task):
             raise ValueError("niah: placement='depth' would split a distractor needle of haystack='needles'; "
                              "use placement='random'")
         self.haystack: Optional[Haystack] = None if needles else Haystack(config.haystack, config.noise_words,
-                                                                           config.corpus_path)
+                                                                           config.corpus_path or str(SAMPLE_CORPUS))
         self.key_pool = made_up_words(config.key_words) if config.key_type == "words" else []
         super().__init__(config)
         if self.haystack is not None:

@@ -37,6 +37,7 @@ from harness.registry import register_task
 from harness.string_match import string_match_all
 from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.vocabulary import Vocabulary
+from tasks.sample_corpus import SAMPLE_CORPUS
 
 VALUE_STATEMENT = "var {name} = {value} ."
 COPY_STATEMENT = "var {name} = var {source} ."
@@ -80,7 +81,7 @@ class VariableTracking(Task):
                              f"{config.num_chains * (config.num_hops + 1)} variables of an example")
         if 9 * 10 ** (config.value_digits - 1) - 1 < config.num_chains:
             raise ValueError("variable_tracking: too few values of value_digits digits for num_chains distinct ones")
-        self.haystack = Haystack(config.haystack, config.noise_words, config.corpus_path)
+        self.haystack = Haystack(config.haystack, config.noise_words, config.corpus_path or str(SAMPLE_CORPUS))
         self.name_pool = made_up_words(config.name_words) if config.name_letters == 0 else LETTERS
         super().__init__(config)
         self.haystack.bind(self.vocab)

@@ -68,9 +68,12 @@ def test_each_preset_names_itself_and_its_cpu_variant_builds(preset, corpus, tmp
     assert plan.task.evaluation_grid(plan.config.eval.grid) == {"context_len": [256, 512]}  # no depth knob
 
 
-def test_an_essay_preset_without_a_corpus_fails_before_any_work(tmp_path):
+def test_an_essay_preset_reads_the_shipped_sample_unless_told_otherwise(tmp_path):
+    plan = prepare(compose_config(["task=ruler/niah_single_2", "experiment=ruler_cpu", f"results_dir={tmp_path}"]))
+    assert "rabbit" in plan.task.vocab.ids  # Alice's Adventures in Wonderland, tasks/sample_corpus.py
     with pytest.raises(ConfigError, match="corpus_path"):
-        prepare(compose_config(["task=ruler/niah_single_2", "experiment=ruler_cpu", f"results_dir={tmp_path}"]))
+        prepare(compose_config(["task=ruler/niah_single_2", "experiment=ruler_cpu", f"results_dir={tmp_path}",
+                                f"task.corpus_path={tmp_path / 'missing.txt'}"]))
 
 
 def needle_starts(task, example) -> np.ndarray:

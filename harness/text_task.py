@@ -301,11 +301,6 @@ class TextTask(Task):
         order = np.random.default_rng([seed, TRAIN, step]).permutation(len(self.items[split]))
         return self._examples(split, order, context_len, None, count, [seed, TRAIN, step])
 
-    def generate(self, rng: np.random.Generator, **knobs: Any) -> Example:
-        split = self.config.test_split
-        order = rng.permutation(len(self.items[split]))
-        return self._examples(split, order, knobs["context_len"], knobs, 1, [int(rng.integers(2**32))])[0]
-
     def predicted_text(self, example: Example, predictions: np.ndarray) -> str:
         first = len(example.tokens) - self.generated_tokens - 1
         return self.tokenizer.decode(predictions[first : first + self.generated_tokens])

@@ -13,10 +13,14 @@ place (RULER). A paragraph is a cell of ``document_column``: a string (SQuAD), o
 joins them. Rows without an answer (SQuAD 2.0's unanswerable questions) are left out, as in RULER.
 
 Default data: the shipped sample (``tasks/data/qa``, made-up biographies in SQuAD's format).
-Worked example from it at context_len=128 and depth=1.0 (bpe tokens, shown as text)::
+Worked example from it at context_len=128, depth=1.0 (test seed 0; bpe tokens shown as text, a
+paragraph per line, the second distractor cut to fill the length, no padding)::
 
-    ...rts opened a new museum. <sep> Leo Okafor was born in Malmo in 1942. ... moved to Cork and
-    worked as a architect. ... <sep> Where did Leo Okafor work? <ans> Cork <eos>
+    Ben Varga was born in Bergen and worked as a pilot. Jonas Silva was born in ... museum. <sep>
+    Anna Lund was born in Nairobi in 1987. Anna Lund <sep>
+    Grace Varga was born in Lima in 1906. ... Later Grace Varga moved to Porto and worked as a judge.
+    In 2014 the city of Malmo opened a new museum. <sep>
+    Where did Grace Varga work? <ans> Porto <eos>
 
 Metrics: SQuAD's ``f1`` and ``exact_match`` (the maximum over the reference answers, after
 lower-casing and removing punctuation, articles and extra spaces) and RULER's

@@ -12,10 +12,12 @@ source's documents, take a source of long documents (``ccdv/govreport-summarizat
 Default data: the shipped sample (``tasks/data/summarization``, made-up news items);
 CNN/DailyMail is ``task.source=abisee/cnn_dailymail task.source_config=3.0.0 task.data_files=null
 task.document_column=article task.answer_column=highlights task.test_split=validation`` when online.
-Worked example from the sample (bpe tokens, shown as text)::
+Worked example from the sample at context_len=128 (test seed 0; bpe tokens shown as text; 76
+document tokens, 38 of padding)::
 
-    The council of Graz approved a budget of 7 million for new bridges on Tuesday. ...
-    <sep> <ans> Graz approves 7 million for new bridges. <eos>
+    <pad> ... The council of Bergen approved a budget of 4 million for new bridges on Wednesday. ...
+    A festival of engineering will be held in Quito next month. <sep> <ans>
+    Bergen approves 4 million for new bridges. <eos>
 
 Knob: ``context_len``. Metrics: ROUGE-1, ROUGE-2 and ROUGE-L F-measures (``rouge-score``, with
 stemming), the maximum over the references. Chance: the scores of a guesser that answers with a

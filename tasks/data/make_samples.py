@@ -85,16 +85,16 @@ def news(rng: np.random.Generator) -> tuple[str, str]:
                  f"The win moves {home} to the top of the table."]
         summary = f"{city} {home} beat {away} {goals[0]} to {goals[1]}."
     else:
-        goods, jobs = pick(rng, GOODS), int(rng.integers(50, 900))
+        goods, jobs = pick(rng, GOODS), 50 * int(rng.integers(1, 10))  # few numbers: a small bpe learns each
         facts = [f"A new factory making {goods} opened in {city} on {day}.",
                  f"The company expects to hire {jobs} workers this year, said its director {person}.",
                  "Local shops hope the factory will bring more customers."]
-        summary = f"{goods.capitalize()} factory opens in {city} with {jobs} jobs."
+        summary = f"Factory making {goods} opens in {city} with {jobs} jobs."
     filler = [f"The weather in {pick(rng, CITIES)} stayed mild for most of the week.",
               f"Trains to {pick(rng, CITIES)} ran on time, the rail company said.",
               f"A festival of {pick(rng, SUBJECTS)} will be held in {pick(rng, CITIES)} next month."]
     body = facts[:1] + [facts[i] for i in rng.permutation(np.arange(1, len(facts)))]
-    body += [filler[i] for i in rng.choice(len(filler), int(rng.integers(1, 4)), replace=False)]
+    body += [filler[i] for i in rng.permutation(len(filler))]
     return " ".join(body), summary
 
 

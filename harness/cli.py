@@ -87,3 +87,7 @@ def report_main(argv: list[str] | None = None) -> None:
         if not (args.results_dir / experiment).is_dir():
             parser.error(f"no experiment {experiment!r} in {args.results_dir}")
         print(write_report(args.results_dir, args.reports_dir, experiment, args.threshold))
+
+
+if __name__ == "__main__":  # python -m harness.cli, as the memarena command
+    main()

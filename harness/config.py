@@ -125,7 +125,8 @@ NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force",
 #: existed: left out of the run_id at that value, so that stored runs keep their ids
 NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "seed"): 0,
                   ("mechanism", "segment"): None, ("task", "preset"): None,
-                  ("eval", "scoring"): "teacher_forced"}
+                  ("eval", "scoring"): "teacher_forced",
+                  ("task", "kv_pairs_per_token"): None}
 
 
 def semantic_config(container: dict[str, Any]) -> dict[str, Any]:

@@ -90,9 +90,9 @@ def passkey_like(length: int) -> Example:
 @pytest.mark.parametrize("name", [n for n in harness.mechanisms() if n != "full_attention"])
 def test_bounded_mechanisms_peak_memory_does_not_grow_with_the_context(name):
     model = harness.build_model(name, vocab_size=11, d_model=D, n_layers=L, n_heads=H, **OPTIONS.get(name, {})).eval()
-    short = measure_example(model, passkey_like(2048), 1024, CPU, None)["peak_memory_bytes"]
-    long = measure_example(model, passkey_like(16384), 1024, CPU, None)["peak_memory_bytes"]
-    assert long <= 1.2 * short
+    short = measure_example(model, passkey_like(1024), 256, CPU, None)["peak_memory_bytes"]
+    long = measure_example(model, passkey_like(4096), 256, CPU, None)["peak_memory_bytes"]
+    assert long <= 1.2 * short  # full attention's grows over 3x over the same lengths (the next test)
 
 
 def test_full_attention_peak_memory_grows_with_the_context():

@@ -75,8 +75,9 @@ def test_niah_haystack_kinds(haystack, tmp_path):
     assert ("clocks" in words) == (haystack == "text")
     assert (words.count("magic") > 2) == (haystack == "needles")  # distractor needles, after a few filler words
     assert task.score(e, task.oracle(e))["exact_match"] == 1.0
+    assert "rabbit" in harness.build_task("niah", haystack="text").vocab.ids  # the shipped sample by default
     with pytest.raises(ValueError, match="corpus_path"):
-        harness.build_task("niah", haystack="text")
+        harness.build_task("niah", haystack="text", corpus_path=str(tmp_path / "missing.txt"))
     with pytest.raises(ValueError, match="haystack"):
         harness.build_task("niah", haystack="ocean")
 

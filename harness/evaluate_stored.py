@@ -23,15 +23,16 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import semantic_config
+from harness.config import NEUTRAL_VALUES, semantic_config
 from harness.evaluate import evaluate
 from harness.example_cache import ExampleCache
 from harness.run import ConfigError, Plan, autocast, prepare, provenance, show_progress
 from harness.store import CONFIG_FILE, OUTCOMES_FILE, read_result, trained_model_id, write_run
 from harness.weights import WEIGHTS_FILE, load_weights
 
-#: evaluation settings that choose the test examples: a stored cell is only "present" if they agree
-SAME_EXAMPLES = ("examples_per_cell", "seed")
+#: evaluation settings that choose the test examples and how they are scored: a stored cell is
+#: only "present", and new cells may only join a record, if they agree
+SAME_EVALUATION = ("examples_per_cell", "seed", "split", "scoring")
 
 
 def stored_semantic(run_dir: Path) -> dict[str, Any]:
@@ -63,10 +64,11 @@ def _checked_runs(plan: Plan) -> list[tuple[Path, dict[str, Any]]]:
         if record["status"] != "ok":
             continue
         stored_eval = stored_semantic(run_dir)["eval"]
-        for key in SAME_EXAMPLES:
-            if stored_eval[key] != getattr(plan.config.eval, key):
+        for key in SAME_EVALUATION:
+            stored = stored_eval.get(key, NEUTRAL_VALUES.get(("eval", key)))  # a key left out at its neutral value
+            if stored != getattr(plan.config.eval, key):
                 raise ConfigError(f"mode=eval: eval.{key}={getattr(plan.config.eval, key)} but {run_dir} was "
-                                  f"evaluated with eval.{key}={stored_eval[key]}; use that value so cells compare")
+                                  f"evaluated with eval.{key}={stored}; use that value so cells compare")
         if not (run_dir / WEIGHTS_FILE).is_file():
             raise ConfigError(f"mode=eval: {run_dir} has no stored weights ({WEIGHTS_FILE}; kept since keep_weights "
                               "was added, unless keep_weights=false); rerun it with force=true to keep them")

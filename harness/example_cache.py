@@ -35,9 +35,18 @@ GENERATOR_MODULES = ("harness.task", "harness.haystack", "harness.vocabulary")
 COLUMNS = ("tokens", "labels", "targets", "knobs", "info")
 
 
+def _helper_modules(module_name: str) -> list[str]:
+    """Modules of the task's own package whose functions or classes the task module uses (e.g. a
+    story generator beside the task), so that editing them invalidates the cache too."""
+    package = module_name.split(".")[0]
+    used = {getattr(value, "__module__", None) for value in vars(importlib.import_module(module_name)).values()}
+    return sorted(name for name in used if name and name != module_name and name.split(".")[0] == package)
+
+
 @functools.cache
 def code_version(module_name: str) -> str:
-    sources = [inspect.getsource(importlib.import_module(name)) for name in (module_name, *GENERATOR_MODULES)]
+    modules = (module_name, *_helper_modules(module_name), *GENERATOR_MODULES)
+    sources = [inspect.getsource(importlib.import_module(name)) for name in modules]
     return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
 
 

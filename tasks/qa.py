@@ -159,12 +159,17 @@ class Qa(TextTask):
         room = self.room(question, knobs["context_len"])
         gold = [self.encode(pool[i]) for i in item.gold]
         length = length_of(gold)
-        info = {"document_tokens": length - len(gold), "document_dropped": 0, "distractors": 0, "gold_depth": 0.0}
+        info = {"document_tokens": length - len(gold), "document_dropped": 0, "distractors": 0, "gold_depth": 0.0,
+                "answer_cut_out": False}
         if length > room:  # the gold paragraphs alone overflow: cut them as one document
             document = self.truncate(np.concatenate(gold), room - 1)
             if document is None:
                 return None
             info["document_dropped"] = length - len(gold) - len(document)
+            # an answer the gold text held but the cut removed: the example cannot be answered from its context
+            kept, whole = self.tokenizer.decode(document), " ".join(pool[i] for i in item.gold)
+            info["answer_cut_out"] = not any(ref in kept for ref in item.references) and any(
+                ref in whole for ref in item.references)
             return self.example([document], question, item.references, knobs, info)
         distractors = []
         for i in self._candidates(split, item, rng):

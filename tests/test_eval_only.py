@@ -63,6 +63,8 @@ def test_eval_mode_refuses_before_any_work_without_a_stored_model_or_its_weights
     run(compose_config([*tiny_overrides(tmp_path), "keep_weights=false"]))
     with pytest.raises(ConfigError, match="examples_per_cell=8 but .* eval.examples_per_cell=4"):
         evaluate_stored(compose_config([*overrides, "eval.examples_per_cell=8"]))
+    with pytest.raises(ConfigError, match="scoring=teacher_forced but .* eval.scoring=generate"):
+        evaluate_stored(compose_config([*overrides, "eval.scoring=teacher_forced"]))
     with pytest.raises(ConfigError, match="no stored weights"):
         evaluate_stored(compose_config([*overrides, LONGER]))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.example_cache import ExampleCache, code_version
+from harness.example_cache import ExampleCache, _helper_modules, code_version
 
 CELLS = [{"context_len": 64}, {"context_len": 96}]  # of qa
 NIAH_CELLS = CELLS  # niah places its needles at random: no depth knob
@@ -47,6 +47,8 @@ def test_a_second_run_reads_the_cache_and_other_options_get_their_own(tmp_path):
 def test_the_key_covers_the_generator_code():
     assert code_version("tasks.niah") != code_version("tasks.passkey")
     assert len(code_version("tasks.niah")) == 16
+    # babi_qa's stories come from a module beside it: its code is in the key too
+    assert _helper_modules("tasks.babi_qa") == ["tasks.babi_stories"]
 
 
 def test_no_directory_or_dataset_backed_tasks_generate_directly(tmp_path):

@@ -231,6 +231,8 @@ def test_a_gold_paragraph_longer_than_its_room_is_cut_as_truncation_says(squad_f
     [text] = documents_of(task, example)
     assert (text.startswith if truncation == "keep_start" else text.endswith)(kept)
     assert example.info["document_dropped"] == len(ARTICLES["Complexity"][1]) - len(text) > 0
+    # keeping the end cuts "Cook" out: the oracle still scores 1.0, so the example says it is unanswerable
+    assert example.info["answer_cut_out"] == (truncation == "keep_end")
     skipping = qa(files, tokenizer="byte", truncation="skip", max_question_tokens=40)
     assert all(e.references != ["Cook"] for e in skipping.test_examples(0, {"context_len": 175}, 3))
     with pytest.raises(ValueError, match="only 3 example"):

@@ -12,6 +12,10 @@ reference of several words (the digits of a value) must appear as that run of wo
 
 from __future__ import annotations
 
+import numpy as np
+
+from harness.vocabulary import Vocabulary
+
 
 def string_match_all(prediction: str, references: list[str]) -> float:
     """The share of ``references`` found in ``prediction`` (RULER's metric for NIAH, VT, CWE, FWE)."""
@@ -27,3 +31,12 @@ def string_match_part(prediction: str, references: list[str]) -> float:
         raise ValueError("string_match_part needs at least one reference")
     text = prediction.lower()
     return float(any(reference.lower() in text for reference in references))
+
+
+def answer_scores(vocab: Vocabulary, predicted: np.ndarray, truth: np.ndarray, item_len: int) -> dict[str, float]:
+    """An answer of items (values, names, words) of ``item_len`` tokens each, as RULER scores it:
+    ``string_match_all`` of the items in the decoded prediction, in any order; and ``exact_match``,
+    every token in place."""
+    references = [vocab.decode(item) for item in truth.reshape(-1, item_len)]
+    return {"string_match_all": string_match_all(vocab.decode(predicted), references),
+            "exact_match": float((predicted == truth).all())}

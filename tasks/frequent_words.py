@@ -33,7 +33,7 @@ from scipy.special import zeta
 
 from harness.haystack import word_pool
 from harness.registry import register_task
-from harness.string_match import string_match_all
+from harness.string_match import answer_scores
 from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.vocabulary import Vocabulary
 
@@ -124,10 +124,7 @@ class FrequentWords(Task):
 
     def score(self, example: Example, predictions: np.ndarray) -> dict[str, float]:
         positions = example.answer_positions
-        truth = example.labels[positions]
-        references = [self.vocab.words[word] for word in truth]
-        return {"string_match_all": string_match_all(self.vocab.decode(predictions[positions]), references),
-                "exact_match": float((predictions[positions] == truth).all())}
+        return answer_scores(self.vocab, predictions[positions], example.labels[positions], 1)
 
     def chance(self, **knobs: Any) -> dict[str, float]:
         k, n = self.config.top_k, self.config.num_words

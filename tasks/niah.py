@@ -39,7 +39,7 @@ import numpy as np
 
 from harness.haystack import FILLER, Haystack, HaystackConfig, insert, made_up_words
 from harness.registry import register_task
-from harness.string_match import string_match_all
+from harness.string_match import answer_scores
 from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.vocabulary import Vocabulary
 from tasks.sample_corpus import SAMPLE_CORPUS
@@ -238,10 +238,7 @@ class Niah(Task):
 
     def score(self, example: Example, predictions: np.ndarray) -> dict[str, float]:
         positions = example.answer_positions
-        truth = example.labels[positions]
-        references = [self.vocab.decode(value) for value in truth.reshape(-1, self.value_len)]
-        return {"string_match_all": string_match_all(self.vocab.decode(predictions[positions]), references),
-                "exact_match": float((predictions[positions] == truth).all())}
+        return answer_scores(self.vocab, predictions[positions], example.labels[positions], self.value_len)
 
     def chance(self, **knobs: Any) -> dict[str, float]:
         """A guess of another example's answer: each asked value is found at any of its offsets."""

@@ -35,8 +35,8 @@ from harness.registry import MECHANISMS
 from harness.store import FINAL_STATUSES, completed_status, read_result, run_id, write_run
 from harness.task import Task
 from harness.train import Diverged, train
-from harness.tuning import TuningFailed, tuned_config
-from harness.weights import save_weights
+from harness.tuning import TuningFailed, tuned_config, weights_to_reuse
+from harness.weights import load_weights, save_weights
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -127,7 +127,8 @@ def prepare(cfg: DictConfig) -> Plan:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one config end to end and return its record (or the stored one's status if skipped).
 
-    With ``tune.lr_grid``, the learning rate is first chosen on validation examples (harness/tuning.py).
+    With ``tune.lr_grid``, the learning rate is first chosen on validation examples (harness/tuning.py);
+    the run at the tuning seed evaluates the winning tuning run's trained model instead of training it again.
     """
     tuning = None
     if cfg.tune.lr_grid and cfg.eval.split == "test":
@@ -145,6 +146,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"[memarena] {config.name}/{plan.run_id} ({label}): already done ({stored}); skipped, force=true reruns it"
               + settings_mismatch(read_result(plan.run_dir)["provenance"].get("numerics"), settings))
         return {"status": stored, "skipped": True, "run_id": plan.run_id}
+    reused = weights_to_reuse(config, tuning) if tuning else None
+    if reused is not None:
+        tuning["weights_from"] = reused.name
     record: dict[str, Any] = {
         "run_id": plan.run_id, "experiment": config.name, "mechanism": config.mechanism.name,
         "task": config.task.name, "seed": config.seed, "parameters": plan.model.num_parameters(),
@@ -160,13 +164,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         precision = autocast(plan.device, config.precision)
         progress = show_progress(config.progress)
-        summary = train(plan.model, plan.task, config.train, config.model.segment_len, config.seed, plan.device,
-                        progress, precision, config.data_workers, checkpoints)
+        if reused is None:
+            training = asdict(train(plan.model, plan.task, config.train, config.model.segment_len, config.seed,
+                                    plan.device, progress, precision, config.data_workers, checkpoints))
+        else:
+            load_weights(plan.model, reused)
+            training = read_result(reused)["training"]
         if config.keep_weights:
             save_weights(plan.model, plan.run_dir)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
                                    progress, precision, ExampleCache(config.cache_dir))
-        record.update(status="ok", error=None, training=asdict(summary), cells=cells)
+        record.update(status="ok", error=None, training=training, cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:
         record.update(status="diverged", error=str(error), training=None, cells=[])
@@ -198,6 +206,8 @@ def summary_line(record: dict[str, Any]) -> str:
         f"final loss {training['final_loss']:.3f}, {training['tokens_per_s']:.0f} train tokens/s, "
         f"{training['wall_time_s']:.0f}s training"
         + "".join(f", resumed at step {step}" for step in training["resumed_at_steps"])
+        + (f" (the weights of tuning run {record['tuning']['weights_from']}, not trained again)"
+           if "weights_from" in record.get("tuning", {}) else "")
     )
 
 

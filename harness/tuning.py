@@ -12,6 +12,12 @@ rate with its own seed and is evaluated on the test set; its record's ``tuning``
 each rate's validation score and tuning run, and the choice. No test example is read before the
 choice is made.
 
+The run whose seed is ``tune.seed`` would train exactly the model that the winning tuning run
+trained (same configuration, seed and rate; the evaluation split trains nothing). It is not trained
+again: ``weights_to_reuse`` names that run's stored weights, and the run evaluates them on the test
+set, its record naming the tuning run in ``tuning.weights_from``. Without stored weights
+(``keep_weights=false``) it trains, and gets the same model.
+
 Hydra's sweeper launches the (configuration, seed) jobs, e.g. ``experiment=tuned``; the choice
 inside a job needs the results of the other rates, which independent sweep jobs cannot see.
 """
@@ -26,6 +32,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig
 
 from harness.store import CorruptRecord, read_result
+from harness.weights import WEIGHTS_FILE
 
 
 class TuningFailed(RuntimeError):
@@ -80,6 +87,16 @@ def tuned_config(cfg: DictConfig, run: Callable[[DictConfig], dict[str, Any]]) -
     return chosen, {"lr_grid": [trial["lr"] for trial in trials], "chosen_lr": best["lr"], "seed": cfg.tune.seed,
                     "split": "validation", "trials": trials,
                     "rule": "highest mean validation headline metric, ties to the lower final training loss"}
+
+
+def weights_to_reuse(cfg: DictConfig, tuning: dict[str, Any]) -> Path | None:
+    """The winning tuning run's directory if it trained this very model (``cfg.seed`` is the tuning
+    seed) and kept its weights; else None."""
+    if cfg.seed != tuning["seed"]:
+        return None
+    winner = next(trial for trial in tuning["trials"] if trial["lr"] == tuning["chosen_lr"])
+    run_dir = Path(cfg.results_dir) / cfg.name / winner["run_id"]
+    return run_dir if (run_dir / WEIGHTS_FILE).is_file() else None
 
 
 def _stored(cfg: DictConfig, run_id: str) -> dict[str, Any]:

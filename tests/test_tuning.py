@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -84,6 +85,31 @@ def test_tuning_runs_are_shared_by_seeds_and_the_report_names_the_choice(tmp_pat
     assert row == f"sliding_window lr={first['tuning']['chosen_lr']}"
     table = display.tuning_table(board, "passkey")
     assert list(table.columns) == ["configuration", "lr=0.001", "lr=0.01", "chosen lr", "tuning seed"]
+
+
+def test_the_run_at_the_tuning_seed_evaluates_the_winning_tuning_runs_model(tmp_path, monkeypatch):
+    """Seed tune.seed at the chosen rate is the winning tuning run's training: its weights are evaluated, not
+    retrained, and retraining them (no stored weights) gives the same model and the same test cells."""
+    overrides = [*tiny_overrides(tmp_path), "tune.lr_grid=[0.001,0.01]", "seed=0"]
+    trainings = []
+    real_train = harness.run.train
+    monkeypatch.setattr(harness.run, "train", lambda *args, **kwargs: trainings.append(1) or real_train(*args, **kwargs))
+    reused = run(compose_config(overrides))
+    assert len(trainings) == 2  # the two tuning runs; the seed-0 run trained nothing
+    winner = next(t["run_id"] for t in reused["tuning"]["trials"] if t["lr"] == reused["tuning"]["chosen_lr"])
+    assert reused["tuning"]["weights_from"] == winner
+    experiment = tmp_path / "results" / "quick"
+    assert reused["training"] == json.loads((experiment / winner / "result.json").read_text())["training"]
+    assert (experiment / reused["run_id"] / "model.pt").is_file()  # its own copy, for mode=eval
+
+    (experiment / winner / "model.pt").unlink()
+    shutil.rmtree(experiment / reused["run_id"])
+    retrained = run(compose_config(overrides))
+    assert len(trainings) == 3 and "weights_from" not in retrained["tuning"]
+    assert retrained["training"]["final_loss"] == pytest.approx(reused["training"]["final_loss"], rel=1e-6)
+    assert [c["value"] for c in retrained["cells"]] == pytest.approx([c["value"] for c in reused["cells"]])
+    other_seed = run(compose_config([*overrides[:-1], "seed=1"]))
+    assert len(trainings) == 4 and "weights_from" not in other_seed["tuning"]
 
 
 def test_tuning_needs_a_validation_split_and_sane_rates(tmp_path):

@@ -18,7 +18,7 @@ again: ``weights_to_reuse`` names that run's stored weights, and the run evaluat
 set, its record naming the tuning run in ``tuning.weights_from``. Without stored weights
 (``keep_weights=false``) it trains, and gets the same model.
 
-Hydra's sweeper launches the (configuration, seed) jobs, e.g. ``experiment=tuned``; the choice
+Hydra's sweeper launches the (configuration, seed) jobs, e.g. ``experiment=reference``; the choice
 inside a job needs the results of the other rates, which independent sweep jobs cannot see.
 """
 

@@ -1,0 +1,68 @@
+"""The committed reference (``experiment=reference``): the store holds every run it plans, and memory
+matters for every mechanism in it."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO, compose_config
+from harness import store
+from harness.config import CONF_DIR, register_configs
+from harness.run import prepare
+from harness.tuning import tuned_config
+
+
+def reference_jobs() -> list[list[str]]:
+    """The overrides of each job of ``memarena experiment=reference``, in the sweeper's order."""
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        params = compose("config", overrides=["experiment=reference"], return_hydra_config=True).hydra.sweeper.params
+    choices = [[f"{key}={value}" for value in values.split(",")] for key, values in params.items()]
+    return [["experiment=reference", *job] for job in itertools.product(*choices)]
+
+
+def test_the_reference_sweeps_nine_mechanisms_two_tasks_three_seeds():
+    jobs = reference_jobs()
+    assert len(jobs) == 9 * 2 * 3
+    assert len({next(o for o in job if o.startswith("mechanism=")).split("/")[-1] for job in jobs}) == 9
+
+
+def test_memarena_experiment_reference_would_train_nothing():
+    """Every tuning run and every chosen run of the sweep is stored (the chosen rate read from the stored tuning runs)."""
+    missing = []
+
+    def stored(config):
+        plan = prepare(config)
+        if store.completed_status(plan.run_dir) is None:
+            missing.append(f"{plan.config.mechanism.name} on {plan.config.task.name} lr={plan.config.train.lr} "
+                           f"seed={plan.config.seed} split={plan.config.eval.split} ({plan.run_id})")
+        return {"run_id": plan.run_id, "skipped": True}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for job in reference_jobs():
+            config = compose_config([*job, f"results_dir={REPO / 'results'}"])
+            trials_missing = len(missing)
+            chosen, _ = tuned_config(config, stored)
+            if len(missing) == trials_missing:
+                stored(chosen)
+    assert not missing, f"memarena experiment=reference would train {missing}: regenerate results/reference"
+
+
+def test_every_window_of_the_reference_is_at_most_a_quarter_of_its_shortest_context():
+    """Memory matters for every mechanism: what one attends over exactly (its reach, or its block) is at
+    most a quarter of the shortest context it is trained or evaluated on."""
+    windows = {}
+    for job in reference_jobs():
+        if "seed=0" in job and "task=passkey" in job:
+            config = compose_config(job)
+            shortest = min([*config.eval.grid.context_len, config.train.min_context_len])
+            mixer = prepare(config).model.blocks[0].mixer
+            window = mixer.reach() if mixer.reach() is not None else getattr(mixer.config, "block", None)
+            windows[mixer.name] = window
+            assert window is None or 4 * window <= shortest, (mixer.name, window, shortest)
+    assert {name for name, window in windows.items() if window is not None} == {
+        "sliding_window", "transformer_xl", "compressive", "rmt", "infini_attention"}

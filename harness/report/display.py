@@ -182,21 +182,36 @@ def tests_table(board: Leaderboard, task: str) -> pd.DataFrame:
 
 
 def headline_table(board: Leaderboard) -> pd.DataFrame:
-    """Configurations x each task's headline metric at its longest length and its effective length."""
-    columns = {}
+    """Configurations x each task's headline metric at its longest length and its effective length.
+
+    A learning rate chosen by tuning is chosen per task: a configuration tuned on several tasks is one
+    row here, its rate named in each task's cell, rather than one row per rate with gaps."""
+    columns, order = {}, []
     for task in board.tasks:
         lengths = board.by_length(task)
         if lengths.empty:
             continue
+        untuned = _without_tuned_rate(board, task)
         longest = int(lengths["context_len"].max())
         at_longest = lengths[lengths["context_len"] == longest].set_index("row")
         columns[f"{task}: {board.metric(task)} @{longest}"] = pd.Series(
-            {row: cell_text(entry) for row, entry in at_longest.iterrows()})
-        columns[f"{task}: effective length"] = board.effective_length(task)
-    order = list(dict.fromkeys(row for task in board.tasks for row in board.ranking(task).index))
-    table = pd.DataFrame(columns).reindex(order)
+            {untuned[row][0]: cell_text(entry) + untuned[row][1] for row, entry in at_longest.iterrows()})
+        columns[f"{task}: effective length"] = board.effective_length(task).rename(lambda row: untuned[row][0])
+        order += [untuned[row][0] for row in board.ranking(task).index]
+    table = pd.DataFrame(columns).reindex(list(dict.fromkeys(order)))
     table.index.name = "configuration"
     return table.fillna("not run").reset_index()
+
+
+def _without_tuned_rate(board: Leaderboard, task: str) -> dict[str, tuple[str, str]]:
+    """Each row of ``task``: (its name without the tuned learning rate, ' at lr X' or '')."""
+    names = {}
+    for run in board.task_runs(task).itertuples():
+        tuning = run.record.get("tuning")
+        rate = f"lr={tuning['chosen_lr']}" if tuning else None
+        names[run.row] = ((" ".join(part for part in run.row.split(" ") if part != rate), f" at {rate}")
+                          if rate and rate in run.row.split(" ") else (run.row, ""))
+    return names
 
 
 def budget_table(board: Leaderboard, task: str) -> pd.DataFrame | None:

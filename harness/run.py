@@ -147,8 +147,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
               + settings_mismatch(read_result(plan.run_dir)["provenance"].get("numerics"), settings))
         return {"status": stored, "skipped": True, "run_id": plan.run_id}
     reused = weights_to_reuse(config, tuning) if tuning else None
-    if reused is not None:
-        tuning["weights_from"] = reused.name
     record: dict[str, Any] = {
         "run_id": plan.run_id, "experiment": config.name, "mechanism": config.mechanism.name,
         "task": config.task.name, "seed": config.seed, "parameters": plan.model.num_parameters(),
@@ -164,12 +162,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         precision = autocast(plan.device, config.precision)
         progress = show_progress(config.progress)
-        if reused is None:
+        training = _reuse_tuning_weights(plan, reused, tuning, settings) if reused is not None else None
+        if training is None:
             training = asdict(train(plan.model, plan.task, config.train, config.model.segment_len, config.seed,
                                     plan.device, progress, precision, config.data_workers, checkpoints))
-        else:
-            load_weights(plan.model, reused)
-            training = read_result(reused)["training"]
         if config.keep_weights:
             save_weights(plan.model, plan.run_dir)
         cells, outcomes = evaluate(plan.model, plan.task, config.eval, config.model.segment_len, plan.device,
@@ -186,6 +182,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         checkpoints.remove()
     print(f"[memarena] {config.name}/{plan.run_id} ({label}): {summary_line(record)}")
     return record
+
+
+def _reuse_tuning_weights(plan: Plan, winner_dir: Path, tuning: dict[str, Any],
+                          settings: dict[str, Any]) -> dict[str, Any] | None:
+    """Load the winning tuning run's trained model into ``plan.model`` and return its training summary,
+    naming it (and where it was trained) in ``tuning``; None, with the model untouched, if it cannot be read."""
+    try:
+        winner = read_result(winner_dir)
+        load_weights(plan.model, winner_dir)
+    except (OSError, ValueError, RuntimeError) as error:  # CorruptRecord is a ValueError
+        print(f"[memarena] cannot reuse the model of tuning run {winner_dir.name} ({error}); training it again")
+        return None
+    tuning.update(weights_from=winner_dir.name, weights_provenance=winner["provenance"])
+    print(f"[memarena] evaluating the model of tuning run {winner_dir.name} (this configuration, seed and rate)"
+          + settings_mismatch(winner["provenance"].get("numerics"), settings))
+    return winner["training"]
 
 
 def show_progress(setting: bool | None) -> bool:

@@ -25,5 +25,13 @@ def save_weights(model: torch.nn.Module, run_dir: Path) -> None:
 
 
 def load_weights(model: torch.nn.Module, run_dir: Path) -> None:
-    """Load ``run_dir/model.pt`` into ``model`` (tensors only: ``weights_only=True`` runs no pickled code)."""
-    model.load_state_dict(torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    """Load ``run_dir/model.pt`` into ``model`` (tensors only: ``weights_only=True`` runs no pickled code).
+
+    Raises ValueError, leaving ``model`` untouched, if the file holds the weights of another model."""
+    state = torch.load(run_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    found = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    if found != expected:
+        differing = sorted(set(found.items()) ^ set(expected.items()))[:3]
+        raise ValueError(f"{run_dir / WEIGHTS_FILE} holds the weights of another model (e.g. {differing})")
+    model.load_state_dict(state)

@@ -254,3 +254,22 @@ def test_an_experiment_of_failed_runs_only_still_reports(tmp_path):
     write_report(results, tmp_path / "reports", "demo")
     text = (tmp_path / "reports" / "demo" / "leaderboard.md").read_text()
     assert "## Runs without results" in text and "RuntimeError: boom" in text
+
+
+def test_headline_names_a_tuned_rate_in_its_cell_unless_two_rows_would_merge(tmp_path):
+    """A rate chosen per (configuration, task) moves from the row name to the cell; two rows of one task
+    that differ only in their chosen rate (seeds that retried a failed tuning run) keep their names."""
+    results = tmp_path / "results"
+    tuning = {"lr_grid": [0.001, 0.003], "seed": 0, "trials": []}
+    for run_id, mechanism, lr, seed in [("a0", "sliding_window", 0.003, 0), ("a1", "sliding_window", 0.003, 1),
+                                         ("b0", "lstm_gated", 0.001, 0), ("b1", "lstm_gated", 0.003, 1)]:
+        cfg = {**config(mechanism, seed), "train": {"steps": 100, "lr": lr}, "tune": {"lr_grid": [0.001, 0.003]}}
+        store_run(results, run_id, cfg, {64: 30, 128: 20})
+        path = results / "demo" / run_id / "result.json"
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "tuning": {**tuning, "chosen_lr": lr}}))
+    headline = display.headline_table(board(tmp_path))
+    assert sorted(headline["configuration"]) == ["lstm_gated lr=0.001", "lstm_gated lr=0.003", "sliding_window"]
+    cells = headline.set_index("configuration").iloc[:, 0]
+    assert cells["sliding_window"].endswith(" at lr=0.003")
+    assert not cells["lstm_gated lr=0.001"].endswith("at lr=0.001")

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 import yaml
 
 import harness.run
@@ -92,7 +93,7 @@ def test_tuning_runs_are_shared_by_seeds_and_the_report_names_the_choice(tmp_pat
 
 def test_the_run_at_the_tuning_seed_evaluates_the_winning_tuning_runs_model(tmp_path, monkeypatch):
     """Seed tune.seed at the chosen rate is the winning tuning run's training: its weights are evaluated, not
-    retrained, and retraining them (no stored weights) gives the same model and the same test cells."""
+    retrained, and retraining them (when they cannot be read) gives the same model and the same test cells."""
     overrides = [*tiny_overrides(tmp_path), "tune.lr_grid=[0.001,0.01]", "seed=0"]
     trainings = []
     real_train = harness.run.train
@@ -105,7 +106,9 @@ def test_the_run_at_the_tuning_seed_evaluates_the_winning_tuning_runs_model(tmp_
     assert reused["training"] == json.loads((experiment / winner / "result.json").read_text())["training"]
     assert (experiment / reused["run_id"] / "model.pt").is_file()  # its own copy, for mode=eval
 
-    (experiment / winner / "model.pt").unlink()
+    assert reused["tuning"]["weights_provenance"] == json.loads(
+        (experiment / winner / "result.json").read_text())["provenance"]
+    torch.save({"other": torch.zeros(2)}, experiment / winner / "model.pt")  # weights of another model
     shutil.rmtree(experiment / reused["run_id"])
     retrained = run(compose_config(overrides))
     assert len(trainings) == 3 and "weights_from" not in retrained["tuning"]

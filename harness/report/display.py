@@ -6,6 +6,8 @@ their name (OOM, DIVERGED, FAILED), ranks their ties (``2=``).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -204,14 +206,17 @@ def headline_table(board: Leaderboard) -> pd.DataFrame:
 
 
 def _without_tuned_rate(board: Leaderboard, task: str) -> dict[str, tuple[str, str]]:
-    """Each row of ``task``: (its name without the tuned learning rate, ' at lr X' or '')."""
-    names = {}
+    """Each row of ``task``: (its name without the tuned learning rate, ' at lr=X'), or (its name, '')
+    when it was not tuned or another row of the task would get the same name."""
+    stripped = {}
     for run in board.task_runs(task).itertuples():
         tuning = run.record.get("tuning")
         rate = f"lr={tuning['chosen_lr']}" if tuning else None
-        names[run.row] = ((" ".join(part for part in run.row.split(" ") if part != rate), f" at {rate}")
-                          if rate and rate in run.row.split(" ") else (run.row, ""))
-    return names
+        if rate in run.row.split(" "):
+            stripped[run.row] = (" ".join(part for part in run.row.split(" ") if part != rate), f" at {rate}")
+    rows = list(dict.fromkeys(board.task_runs(task)["row"]))
+    names = Counter([stripped.get(row, (row, ""))[0] for row in rows])
+    return {row: stripped[row] if row in stripped and names[stripped[row][0]] == 1 else (row, "") for row in rows}
 
 
 def budget_table(board: Leaderboard, task: str) -> pd.DataFrame | None:

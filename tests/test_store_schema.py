@@ -74,7 +74,9 @@ def test_a_record_under_another_runs_directory_is_not_that_run(tmp_path):
 
 
 def test_the_committed_records_match_the_schema():
-    for path in REFERENCE.glob(f"*/{store.RESULT_FILE}"):
+    paths = list(REFERENCE.glob(f"*/{store.RESULT_FILE}"))
+    assert paths, f"no committed records in {REFERENCE}"
+    for path in paths:
         store.read_result(path.parent)
 
 

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config
 from harness import store
@@ -34,14 +35,16 @@ def test_the_reference_sweeps_nine_mechanisms_three_seeds():
 
 def test_memarena_experiment_reference_would_train_nothing():
     """Every tuning run and every chosen run of the sweep is stored (the chosen rate read from the stored tuning runs)."""
-    missing = []
+    missing, planned = [], {}
 
     def stored(config):
-        plan = prepare(config)
-        if store.completed_status(plan.run_dir) is None:
-            missing.append(f"{plan.config.mechanism.name} on {plan.config.task.name} lr={plan.config.train.lr} "
-                           f"seed={plan.config.seed} split={plan.config.eval.split} ({plan.run_id})")
-        return {"run_id": plan.run_id, "skipped": True}
+        key = OmegaConf.to_yaml(config)  # every seed of a configuration shares its tuning runs: prepare each once
+        if key not in planned:
+            plan = planned[key] = prepare(config)
+            if store.completed_status(plan.run_dir) is None:
+                missing.append(f"{plan.config.mechanism.name} on {plan.config.task.name} lr={plan.config.train.lr} "
+                               f"seed={plan.config.seed} split={plan.config.eval.split} ({plan.run_id})")
+        return {"run_id": planned[key].run_id, "skipped": True}
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

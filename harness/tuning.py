@@ -95,12 +95,17 @@ def weights_to_reuse(cfg: DictConfig, tuning: dict[str, Any]) -> Path | None:
     if cfg.seed != tuning["seed"]:
         return None
     winner = next(trial for trial in tuning["trials"] if trial["lr"] == tuning["chosen_lr"])
-    run_dir = Path(cfg.results_dir) / cfg.name / winner["run_id"]
+    run_dir = _run_dir(cfg, winner["run_id"])
     return run_dir if (run_dir / WEIGHTS_FILE).is_file() else None
+
+
+def _run_dir(cfg: DictConfig, run_id: str) -> Path:
+    """Where the store keeps run ``run_id`` of this experiment."""
+    return Path(cfg.results_dir) / cfg.name / run_id
 
 
 def _stored(cfg: DictConfig, run_id: str) -> dict[str, Any]:
     try:
-        return read_result(Path(cfg.results_dir) / cfg.name / run_id)
+        return read_result(_run_dir(cfg, run_id))
     except (FileNotFoundError, CorruptRecord) as error:  # stored a moment ago: a reader race, or a damaged store
         return {"status": f"unreadable ({error})"}

@@ -273,3 +273,31 @@ def test_headline_names_a_tuned_rate_in_its_cell_unless_two_rows_would_merge(tmp
     cells = headline.set_index("configuration").iloc[:, 0]
     assert cells["sliding_window"].endswith(" at lr=0.003")
     assert not cells["lstm_gated lr=0.001"].endswith("at lr=0.001")
+
+
+def test_a_rate_chosen_at_an_end_of_its_grid_is_flagged_only_when_it_beat_its_neighbour():
+    def tuning(chosen, scores):
+        return {"lr_grid": [0.01, 0.001, 0.003], "seed": 0, "chosen_lr": chosen,
+                "trials": [{"lr": lr, "validation_score": score} for lr, score in scores.items()]}
+
+    assert display.chosen_rate_text(tuning(0.001, {0.001: 0.3, 0.003: 0.2, 0.01: 0.1})).endswith("(the grid's lowest)")
+    assert display.chosen_rate_text(tuning(0.01, {0.001: 0.1, 0.003: 0.2, 0.01: 0.3})) == "0.01 (the grid's highest)"
+    assert display.chosen_rate_text(tuning(0.003, {0.001: 0.1, 0.003: 0.3, 0.01: 0.2})) == "0.003"
+    # every rate equal (chosen on the training loss): no trend to extrapolate
+    assert display.chosen_rate_text(tuning(0.01, {0.001: 1.0, 0.003: 1.0, 0.01: 1.0})) == "0.01"
+
+
+def test_a_tasks_whole_number_knob_reads_whole_beside_another_tasks_runs(tmp_path):
+    results = tmp_path / "results"
+    store_run(results, "a", config("full_attention", 0), {64: 30, 128: 20})
+    store_run(results, "b", {**config("full_attention", 0), "task": {"name": "mqar"}}, {64: 30, 128: 20})
+    run_dir = results / "demo" / "b"
+    record = json.loads((run_dir / "result.json").read_text())
+    for cell in record["cells"]:
+        cell["knobs"] = {"context_len": cell["knobs"]["context_len"], "num_kv_pairs": 2}
+    (run_dir / "result.json").write_text(json.dumps({**record, "task": "mqar"}))
+    outcomes = pd.read_csv(run_dir / OUTCOMES_FILE).drop(columns="depth").assign(num_kv_pairs=2)
+    (run_dir / OUTCOMES_FILE).write_text(outcomes.to_csv(index=False))
+    leaderboard = board(tmp_path)
+    assert [str(v) for v in display.detail_table(leaderboard, "mqar")["num_kv_pairs"]] == ["2"]
+    assert [str(v) for v in display.detail_table(leaderboard, "passkey")["depth"]] == ["0.5"]

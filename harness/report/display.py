@@ -7,6 +7,7 @@ their name (OOM, DIVERGED, FAILED), ranks their ties (``2=``).
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -138,15 +139,31 @@ def tuning_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
                              **{f"lr={trial['lr']:g}": value_text(trial["validation_score"])
                                 if trial["validation_score"] is not None else str(trial["status"]).upper()
                                 for trial in tuning["trials"]},
-                             "chosen lr": f"{tuning['chosen_lr']:g}", "tuning seed": tuning["seed"]}
+                             "chosen lr": chosen_rate_text(tuning), "tuning seed": tuning["seed"]}
     return pd.DataFrame(list(rows.values())).fillna("") if rows else None
+
+
+def chosen_rate_text(tuning: dict[str, Any]) -> str:
+    """The chosen rate, flagged when it is an end of the grid and scored better on validation than the
+    rate next to it: the best rate may then lie outside the grid, and a wider grid should be tried."""
+    chosen, rates = tuning["chosen_lr"], sorted(tuning["lr_grid"])
+    text = f"{chosen:g}"
+    if len(rates) < 2 or chosen not in (rates[0], rates[-1]):
+        return text
+    scores = {trial["lr"]: trial["validation_score"] for trial in tuning["trials"]}
+    neighbour = rates[1] if chosen == rates[0] else rates[-2]
+    if scores.get(chosen) is None or (scores.get(neighbour) is not None
+                                      and round(scores[chosen], 12) <= round(scores[neighbour], 12)):
+        return text  # chosen on the training loss among equal scores, or by default: no evidence of a trend
+    return f"{text} (the grid's {'lowest' if chosen == rates[0] else 'highest'})"
 
 
 def tuning_note(board: Leaderboard, task: str) -> str:
     return (f"Learning rates chosen on validation examples (drawn with a seed the test set never uses), one tuning "
             f"run per rate with the tuning seed; the highest mean validation {board.metric(task)} wins, ties to the "
             "lower final training loss. The rows above are then trained at the chosen rate with each seed and "
-            "evaluated on the test set.")
+            "evaluated on the test set. A chosen rate marked as the grid's lowest or highest scored better than the "
+            "rate next to it: the grid does not bracket the best rate, and a wider one may find a better rate.")
 
 
 def detail_table(board: Leaderboard, task: str) -> pd.DataFrame | None:

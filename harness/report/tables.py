@@ -228,6 +228,9 @@ class Leaderboard:
         table = self.primary(task)
         if not knobs or table.empty:
             return None
+        # a task's whole-number knobs stay whole (they read as floats where another task's runs lack them)
+        table = table.astype({knob: "int64" for knob in knobs
+                              if table[knob].notna().all() and (table[knob] == table[knob].round()).all()})
         values = table.pivot_table(index=["row", *knobs], columns="context_len", values="value", aggfunc="mean",
                                    dropna=False)
         failed = (table.assign(status=table["status"].where(table["status"] != "ok"))

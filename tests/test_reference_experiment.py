@@ -27,9 +27,10 @@ def reference_jobs() -> list[list[str]]:
     return [["experiment=reference", *job] for job in itertools.product(*choices)]
 
 
-def test_the_reference_sweeps_nine_mechanisms_three_seeds():
+def test_the_reference_sweeps_nine_mechanisms_on_two_tasks_three_seeds():
     jobs = reference_jobs()
-    assert len(jobs) == 9 * 3
+    assert len(jobs) == 9 * 2 * 3
+    assert {next(o for o in job if o.startswith("task=")) for job in jobs} == {"task=passkey", "task=short/mqar"}
     assert len({next(o for o in job if o.startswith("mechanism=")).split("/")[-1] for job in jobs}) == 9
 
 

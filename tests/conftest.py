@@ -22,6 +22,12 @@ from harness.registry import TASKS
 
 REPO = Path(__file__).resolve().parent.parent
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` runs N test processes side by side: one thread each (and in the memarena processes
+    # they start) keeps N workers from contending for the cores the way N x cores threads would
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 #: overrides that make a run take a second or two on a CPU
 TINY = [
     "model.d_model=16", "model.n_layers=1", "model.n_heads=2", "model.segment_len=16",

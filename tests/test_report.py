@@ -283,6 +283,8 @@ def test_a_rate_chosen_at_an_end_of_its_grid_is_flagged_only_when_it_beat_its_ne
     assert display.chosen_rate_text(tuning(0.001, {0.001: 0.3, 0.003: 0.2, 0.01: 0.1})).endswith("(the grid's lowest)")
     assert display.chosen_rate_text(tuning(0.01, {0.001: 0.1, 0.003: 0.2, 0.01: 0.3})) == "0.01 (the grid's highest)"
     assert display.chosen_rate_text(tuning(0.003, {0.001: 0.1, 0.003: 0.3, 0.01: 0.2})) == "0.003"
+    assert display.chosen_rate_text({**tuning(0.001, {0.001: 0.3, 0.003: 0.2}), "lr_grid": [0.001, 0.001, 0.003]}
+                                    ).endswith("(the grid's lowest)")  # a rate given twice is one rate
     # every rate equal (chosen on the training loss): no trend to extrapolate
     assert display.chosen_rate_text(tuning(0.01, {0.001: 1.0, 0.003: 1.0, 0.01: 1.0})) == "0.01"
 
@@ -293,11 +295,13 @@ def test_a_tasks_whole_number_knob_reads_whole_beside_another_tasks_runs(tmp_pat
     store_run(results, "b", {**config("full_attention", 0), "task": {"name": "mqar"}}, {64: 30, 128: 20})
     run_dir = results / "demo" / "b"
     record = json.loads((run_dir / "result.json").read_text())
+    knobs = {"num_kv_pairs": 2, "haystack": "essay", "ratio": 1.0}  # an integer, a text, a whole float
     for cell in record["cells"]:
-        cell["knobs"] = {"context_len": cell["knobs"]["context_len"], "num_kv_pairs": 2}
+        cell["knobs"] = {"context_len": cell["knobs"]["context_len"], **knobs}
     (run_dir / "result.json").write_text(json.dumps({**record, "task": "mqar"}))
-    outcomes = pd.read_csv(run_dir / OUTCOMES_FILE).drop(columns="depth").assign(num_kv_pairs=2)
+    outcomes = pd.read_csv(run_dir / OUTCOMES_FILE).drop(columns="depth").assign(**knobs)
     (run_dir / OUTCOMES_FILE).write_text(outcomes.to_csv(index=False))
     leaderboard = board(tmp_path)
-    assert [str(v) for v in display.detail_table(leaderboard, "mqar")["num_kv_pairs"]] == ["2"]
+    shown = display.detail_table(leaderboard, "mqar")
+    assert [str(shown[knob].iloc[0]) for knob in knobs] == ["2", "essay", "1.0"]
     assert [str(v) for v in display.detail_table(leaderboard, "passkey")["depth"]] == ["0.5"]

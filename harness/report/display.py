@@ -6,6 +6,7 @@ their name (OOM, DIVERGED, FAILED), ranks their ties (``2=``).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -145,15 +146,15 @@ def tuning_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
 
 def chosen_rate_text(tuning: dict[str, Any]) -> str:
     """The chosen rate, flagged when it is an end of the grid and scored better on validation than the
-    rate next to it: the best rate may then lie outside the grid, and a wider grid should be tried."""
-    chosen, rates = tuning["chosen_lr"], sorted(tuning["lr_grid"])
+    rate next to it (or that rate's tuning run failed): the best rate may lie outside the grid."""
+    chosen, rates = tuning["chosen_lr"], sorted(set(tuning["lr_grid"]))
     text = f"{chosen:g}"
     if len(rates) < 2 or chosen not in (rates[0], rates[-1]):
         return text
     scores = {trial["lr"]: trial["validation_score"] for trial in tuning["trials"]}
     neighbour = rates[1] if chosen == rates[0] else rates[-2]
-    if scores.get(chosen) is None or (scores.get(neighbour) is not None
-                                      and round(scores[chosen], 12) <= round(scores[neighbour], 12)):
+    if scores.get(chosen) is None or not math.isfinite(scores[chosen]) or (
+            scores.get(neighbour) is not None and round(scores[chosen], 12) <= round(scores[neighbour], 12)):
         return text  # chosen on the training loss among equal scores, or by default: no evidence of a trend
     return f"{text} (the grid's {'lowest' if chosen == rates[0] else 'highest'})"
 
@@ -163,7 +164,8 @@ def tuning_note(board: Leaderboard, task: str) -> str:
             f"run per rate with the tuning seed; the highest mean validation {board.metric(task)} wins, ties to the "
             "lower final training loss. The rows above are then trained at the chosen rate with each seed and "
             "evaluated on the test set. A chosen rate marked as the grid's lowest or highest scored better than the "
-            "rate next to it: the grid does not bracket the best rate, and a wider one may find a better rate.")
+            "rate next to it (or that rate's run failed): the grid may not bracket the best rate, and a wider one "
+            "may find a better rate.")
 
 
 def detail_table(board: Leaderboard, task: str) -> pd.DataFrame | None:

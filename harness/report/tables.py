@@ -95,6 +95,16 @@ class Leaderboard:
         knobs = {knob for r in self.task_runs(task)["record"] for c in r.get("cells", []) for knob in c["knobs"]}
         return sorted(knob for knob in knobs - {"context_len"} if knob in table.columns and table[knob].notna().any())
 
+    def _integer_knobs(self, task: str) -> list[str]:
+        """The knobs whose every stored value is an integer (not a bool, a float or a text)."""
+        values: dict[str, list[Any]] = {}
+        for record in self.task_runs(task)["record"]:
+            for cell in record.get("cells", []):
+                for knob, value in cell["knobs"].items():
+                    values.setdefault(knob, []).append(value)
+        return [knob for knob in self.knobs(task)
+                if all(isinstance(value, int) and not isinstance(value, bool) for value in values.get(knob, [None]))]
+
     # ---- per row and length
     @functools.cache
     def by_length(self, task: str) -> pd.DataFrame:
@@ -228,9 +238,8 @@ class Leaderboard:
         table = self.primary(task)
         if not knobs or table.empty:
             return None
-        # a task's whole-number knobs stay whole (they read as floats where another task's runs lack them)
-        table = table.astype({knob: "int64" for knob in knobs
-                              if table[knob].notna().all() and (table[knob] == table[knob].round()).all()})
+        # knobs stored as integers read as integers (their column is float where another task's runs lack them)
+        table = table.astype({knob: "int64" for knob in self._integer_knobs(task) if table[knob].notna().all()})
         values = table.pivot_table(index=["row", *knobs], columns="context_len", values="value", aggfunc="mean",
                                    dropna=False)
         failed = (table.assign(status=table["status"].where(table["status"] != "ok"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import html
 import json
 import os
@@ -21,13 +22,18 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 
 @pytest.fixture(scope="session")
-def chromium() -> str:
+def chromium(tmp_path_factory) -> str:
     """Debian's chromium, installed here when absent and possible; else the test is skipped."""
     path = shutil.which("chromium")
     if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-            subprocess.run(command, capture_output=True, timeout=900,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        # one install at a time: under `pytest -n` every worker process runs this fixture, and a second
+        # apt-get would fail on the first one's lock (the workers' temporary folders share this parent)
+        with open(tmp_path_factory.getbasetemp().parent / "chromium-install.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if shutil.which("chromium") is None:
+                for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+                    subprocess.run(command, capture_output=True, timeout=900,
+                                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         path = shutil.which("chromium")
     if path is None:
         pytest.skip("headless Chromium is not installed and could not be (apt-get install chromium, as root)")

@@ -92,18 +92,18 @@ class Leaderboard:
     def knobs(self, task: str) -> list[str]:
         """The grid knobs other than context_len that the task's cells carry."""
         table = self.primary(task)
-        knobs = {knob for r in self.task_runs(task)["record"] for c in r.get("cells", []) for knob in c["knobs"]}
-        return sorted(knob for knob in knobs - {"context_len"} if knob in table.columns and table[knob].notna().any())
+        return sorted(knob for knob in self._stored_knobs(task).keys() - {"context_len"}
+                      if knob in table.columns and table[knob].notna().any())
 
-    def _integer_knobs(self, task: str) -> list[str]:
-        """The knobs whose every stored value is an integer (not a bool, a float or a text)."""
+    @functools.cache
+    def _stored_knobs(self, task: str) -> dict[str, list[Any]]:
+        """Every value of each grid knob in the task's records, as stored (an int stays an int)."""
         values: dict[str, list[Any]] = {}
         for record in self.task_runs(task)["record"]:
             for cell in record.get("cells", []):
                 for knob, value in cell["knobs"].items():
                     values.setdefault(knob, []).append(value)
-        return [knob for knob in self.knobs(task)
-                if all(isinstance(value, int) and not isinstance(value, bool) for value in values.get(knob, [None]))]
+        return values
 
     # ---- per row and length
     @functools.cache
@@ -239,7 +239,9 @@ class Leaderboard:
         if not knobs or table.empty:
             return None
         # knobs stored as integers read as integers (their column is float where another task's runs lack them)
-        table = table.astype({knob: "int64" for knob in self._integer_knobs(task) if table[knob].notna().all()})
+        stored = self._stored_knobs(task)
+        table = table.astype({knob: "int64" for knob in knobs if table[knob].notna().all()
+                              and all(isinstance(v, int) and not isinstance(v, bool) for v in stored[knob])})
         values = table.pivot_table(index=["row", *knobs], columns="context_len", values="value", aggfunc="mean",
                                    dropna=False)
         failed = (table.assign(status=table["status"].where(table["status"] != "ok"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import sys
 
+import _plotly_utils.optional_imports as plotly_imports
 import pytest
 from plotly.offline import get_plotlyjs
 
@@ -35,3 +37,20 @@ def test_reference_html_regenerates_with_the_same_plotly(tmp_path):
     write_report(REPO / "results", tmp_path, REFERENCE)
     regenerated = (tmp_path / REFERENCE / "index.html").read_text()
     assert normalise(PLOTLY_JS.sub("", regenerated, count=1)) == normalise(PLOTLY_JS.sub("", committed, count=1))
+
+
+def _page_without_plotly_js(results_dir, reports_dir) -> str:
+    write_report(results_dir, reports_dir, REFERENCE)
+    return normalise(PLOTLY_JS.sub("", (reports_dir / REFERENCE / "index.html").read_text(), count=1))
+
+
+def test_reference_html_is_the_same_whether_orjson_is_installed_or_not(tmp_path, monkeypatch):
+    """plotly serialises with orjson whenever it can import it, and orjson writes floats differently;
+    the page must not depend on it (issue #28: a fresh venv without orjson failed the test above)."""
+    pytest.importorskip("orjson", reason="orjson is in the test extras; without it only one side can be built")
+    with_orjson = _page_without_plotly_js(REPO / "results", tmp_path / "with")
+    monkeypatch.setitem(sys.modules, "orjson", None)  # `import orjson` now raises ImportError
+    monkeypatch.setattr(plotly_imports, "_not_importable", set())  # plotly caches what it failed to import
+    without_orjson = _page_without_plotly_js(REPO / "results", tmp_path / "without")
+    assert plotly_imports.get_module("orjson") is None, "orjson was not hidden from plotly"
+    assert without_orjson == with_orjson

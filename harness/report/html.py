@@ -3,14 +3,20 @@
 The same tables and explanations as the markdown (``harness.report.display``), with figures
 (``harness.report.figures``) under headings of their own. Figure ids are numbered, not random,
 so the page is the same every time it is regenerated from the same store (but for its timestamp).
+Figures are serialised with the standard library's ``json``, never orjson: plotly's default engine
+("auto") takes orjson whenever it happens to be importable, and the two write floats differently
+(``5.2e-05`` against ``0.0000523``), so the page would depend on what else is installed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
+from collections.abc import Iterator
 
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from harness.report import display, figures
@@ -28,6 +34,19 @@ th { background: #f4f4f4; }
 p.note { font-size: 0.9em; max-width: 60em; }
 """
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": False}
+#: plotly's JSON engine for every figure of a page (see the module docstring)
+JSON_ENGINE = "json"
+
+
+@contextlib.contextmanager
+def json_engine(engine: str = JSON_ENGINE) -> Iterator[None]:
+    """Serialise plotly figures with ``engine`` inside the block (plotly.io.to_html takes no engine argument)."""
+    previous = pio.json.config.default_engine
+    pio.json.config.default_engine = engine
+    try:
+        yield
+    finally:
+        pio.json.config.default_engine = previous
 
 
 class Page:
@@ -43,9 +62,10 @@ class Page:
 
     def figure(self, title: str, figure: go.Figure) -> None:
         self.figures += 1
-        self.parts.append(f"<div class='figure'><h4>{html.escape(title)}</h4>"
-                          + figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{self.figures}",
-                                           config=PLOTLY_CONFIG) + "</div>")
+        with json_engine():
+            markup = figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"figure-{self.figures}",
+                                    config=PLOTLY_CONFIG)
+        self.parts.append(f"<div class='figure'><h4>{html.escape(title)}</h4>{markup}</div>")
 
     def table(self, frame: pd.DataFrame) -> None:
         self.parts.append(frame.rename_axis(columns=None).to_html(index=False, na_rep="", border=0, escape=True))

@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from baselines.transformer_xl import TransformerXL, TransformerXLConfig
-from harness.mechanism import State
+from harness.layers.mechanism import State
 from harness.registry import register_mechanism
 
 COMPRESSIONS = ("conv", "mean", "max")

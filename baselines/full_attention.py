@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.masks import causal_mask
-from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.layers.masks import causal_mask
+from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
-from harness.rotary import Rotary
+from harness.layers.rotary import Rotary
 
 
 @dataclass

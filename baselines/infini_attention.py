@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.blocks import block_so_far, block_spans, keep_last
-from harness.masks import causal_mask
-from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.layers.blocks import block_so_far, block_spans, keep_last
+from harness.layers.masks import causal_mask
+from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
-from harness.rotary import Rotary
+from harness.layers.rotary import Rotary
 
 UPDATES = ("linear", "delta")
 EPSILON = 1e-6  # keeps the read-out of an empty memory at 0 / epsilon = 0

@@ -37,8 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.causal_conv import CausalConv1d
-from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.layers.causal_conv import CausalConv1d
+from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 
 RULES = ("additive", "delta", "delta_bare")

@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 
 

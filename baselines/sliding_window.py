@@ -40,9 +40,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
-from harness.rotary import Rotary
+from harness.layers.rotary import Rotary
 
 
 SINK_POSITIONS = ("cache", "original")

@@ -12,7 +12,7 @@ to its own. Positions are relative (the paper's scheme):
 
 with R the sinusoidal embedding of the distance i - j, W_r a projection and u, v biases, all per
 layer (the reference implementation's ``untie_r``, which its published runs use), computed by
-``harness.relative_attention`` (fused on CPU). ``position: rotary`` instead rotates queries and
+``harness.layers.relative_attention`` (fused on CPU). ``position: rotary`` instead rotates queries and
 keys at absolute positions that continue across segments (then the layer has exactly full
 attention's parameters, and with ``mem_len`` covering the input it computes the same function).
 
@@ -39,12 +39,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.blocks import block_spans
-from harness.masks import causal_mask
-from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.layers.blocks import block_spans
+from harness.layers.masks import causal_mask
+from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
-from harness.relative_attention import relative_attention
-from harness.rotary import Rotary
+from harness.layers.relative_attention import relative_attention
+from harness.layers.rotary import Rotary
 
 
 @dataclass

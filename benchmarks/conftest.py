@@ -22,9 +22,9 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.cpu_allocator import retain_freed_memory
-from harness.measure import synchronize
-from harness.store import write_atomic
+from harness.engine.cpu_allocator import retain_freed_memory
+from harness.engine.measure import synchronize
+from harness.store.records import write_atomic
 
 retain_freed_memory()  # as memarena's runs on CPU do
 

@@ -23,14 +23,14 @@ import time
 import pytest
 import torch
 
-import harness.evaluate
-import harness.run
-import harness.train
+import harness.engine.evaluate
+import harness.engine.run
+import harness.engine.train
 from conftest import record
 from harness.config import CONF_DIR, register_configs
-from harness.example_cache import ExampleCache
-from harness.model import StreamingLM
-from harness.run import run
+from harness.taskkit.example_cache import ExampleCache
+from harness.layers.model import StreamingLM
+from harness.engine.run import run
 
 
 class Timers:
@@ -98,11 +98,11 @@ def test_harness_overhead_of_a_quick_run(benchmark, monkeypatch, tmp_path_factor
     monkeypatch.setattr(torch.optim.AdamW, "zero_grad", timers.wrap("optimizer", torch.optim.AdamW.zero_grad))
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", timers.wrap("loss", torch.nn.functional.cross_entropy))
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", timers.wrap("optimizer", torch.nn.utils.clip_grad_norm_))
-    monkeypatch.setattr(harness.evaluate, "measure_example", timers.wrap("cost measurement", harness.evaluate.measure_example))
-    monkeypatch.setattr(harness.train, "training_batches",
-                        timers.wrap_iterable_maker("batches", harness.train.training_batches))
+    monkeypatch.setattr(harness.engine.evaluate, "measure_example", timers.wrap("cost measurement", harness.engine.evaluate.measure_example))
+    monkeypatch.setattr(harness.engine.train, "training_batches",
+                        timers.wrap_iterable_maker("batches", harness.engine.train.training_batches))
     monkeypatch.setattr(ExampleCache, "test_cells", timers.wrap("batches", ExampleCache.test_cells))
-    monkeypatch.setattr(harness.run, "write_report", timers.wrap("report", harness.run.write_report))
+    monkeypatch.setattr(harness.engine.run, "write_report", timers.wrap("report", harness.engine.run.write_report))
     results = tmp_path_factory.mktemp("results")
     config = compose(["mechanism=full_attention", f"results_dir={results}", f"reports_dir={results / 'reports'}",
                       f"cache_dir={cache_dir}", "progress=false"])

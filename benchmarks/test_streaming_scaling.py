@@ -19,7 +19,7 @@ from scipy import stats
 
 import harness
 from conftest import record
-from harness.measure import peak_memory
+from harness.engine.measure import peak_memory
 
 SHAPE = {"vocab_size": 32, "d_model": 64, "n_layers": 2, "n_heads": 4}
 SEGMENT = 512

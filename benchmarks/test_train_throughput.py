@@ -4,7 +4,7 @@ Shape (issue #8's default): d_model 256, 4 layers, 4 heads, batch 16, sequences 
 512 tokens (so that the memory of the segment mechanisms is read and written), vocabulary 256.
 Utilisation = the FLOPs counted in one step by torch's FlopCounterMode (forward and backward:
 matrix multiplies and attention, the full Q K^T and P V products as torch counts them; see
-``harness.measure.flop_counter``) per second of step time, over the fp32 matmul peak measured in the same
+``harness.engine.measure.flop_counter``) per second of step time, over the fp32 matmul peak measured in the same
 session. Where a CUDA device is present the same steps also run there in bf16 autocast, against the
 GPU's bf16 matmul peak. ``plain transformer`` is torch.nn.TransformerEncoderLayer (pre-LN, causal) at the same
 shape, reading each segment alone: the reference for what the memory machinery costs.
@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 import harness
 from conftest import record
-from harness.measure import flop_counter, synchronize
+from harness.engine.measure import flop_counter, synchronize
 
 SHAPE = {"vocab_size": 256, "d_model": 256, "n_layers": 4, "n_heads": 4}
 BATCH, SEGMENT, LENGTH = 16, 512, 1024

@@ -23,7 +23,7 @@ MEASURE = """
 import json, resource, sys, tracemalloc
 import harness
 from harness.config import TrainConfig
-from harness.training_stream import step_lengths, training_batches
+from harness.engine.training_stream import step_lengths, training_batches
 steps, workers, batch_size, min_len, max_len = (int(value) for value in sys.argv[1:])
 config = TrainConfig(steps=steps, batch_size=batch_size, context_len=max_len, min_context_len=min_len)
 task, lengths = harness.build_task("passkey"), step_lengths(0, config)

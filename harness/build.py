@@ -7,9 +7,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from harness.model import StreamingLM
+from harness.layers.model import StreamingLM
 from harness.registry import MECHANISMS, TASKS, Registry
-from harness.task import Task
+from harness.taskkit.task import Task
 
 
 def mechanisms() -> list[str]:

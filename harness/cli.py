@@ -15,12 +15,13 @@ from omegaconf import DictConfig
 
 from harness.config import CONF_DIR, register_configs
 from harness.report import DEFAULT_THRESHOLD, write_report
-from harness.sweep import leaderboard_line, write_job_status
+from harness.engine.sweep import leaderboard_line, write_job_status
 
 
 def _job(cfg: DictConfig) -> None:
-    from harness.evaluate_stored import evaluate_stored
-    from harness.run import ConfigError, run
+    from harness.engine.evaluate_stored import evaluate_stored
+    from harness.engine.checks import ConfigError
+    from harness.engine.run import run
 
     single_run = HydraConfig.get().mode == RunMode.RUN
     try:

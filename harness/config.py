@@ -1,4 +1,4 @@
-"""Typed configs of a run, stored in Hydra's ConfigStore; the YAML files under harness/conf/ extend them.
+"""Typed configs of a run, stored in Hydra's ConfigStore; the YAML files under conf/ extend them.
 
 The primary config ``config_schema`` types every group: a misspelt key or a value of the wrong
 type in a YAML file or an override fails at composition, before any work, naming the key. The
@@ -17,8 +17,10 @@ from omegaconf import MISSING
 
 from harness.registry import MECHANISMS, TASKS
 
-#: the Hydra config tree, shipped inside the package so that any install (wheel, non-editable) finds it
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+#: the Hydra config tree: conf/ at the top of a checkout (source or editable install); a wheel ships it
+#: inside the package as harness/conf/ (pyproject.toml maps the package harness.conf to conf/)
+CONF_DIR = _PACKAGE_DIR / "conf" if (_PACKAGE_DIR / "conf").is_dir() else _PACKAGE_DIR.parent / "conf"
 
 
 @dataclass
@@ -64,7 +66,7 @@ class EvalConfig:
 
 @dataclass
 class TuneConfig:
-    """Learning-rate tuning by protocol (harness/tuning.py): each configuration trains once per rate
+    """Learning-rate tuning by protocol (harness/engine/tuning.py): each configuration trains once per rate
     of ``lr_grid`` with seed ``seed``, is scored on validation examples, and the best rate trains the
     run itself. Empty grid: no tuning, ``train.lr`` as given."""
 
@@ -108,7 +110,7 @@ class RunConfig:
     #: progress bars on stderr; null: only when stderr is a terminal (not in redirected logs)
     progress: Optional[bool] = None
     #: "train": train, then evaluate; "eval": evaluate the stored trained model on this config's
-    #: grid, adding the cells its record lacks (see harness/evaluate_stored.py)
+    #: grid, adding the cells its record lacks (see harness/engine/evaluate_stored.py)
     mode: str = "train"
     #: keep the trained weights in the run directory (model.pt), for later evaluations
     keep_weights: bool = True
@@ -148,7 +150,7 @@ HELP = """memarena: train and evaluate long-context memory mechanisms, one store
   memarena -m seed=0,1 task=mqar    a sweep (Hydra multirun); rerunning it skips what is stored
   memarena --cfg job                the composed config of one run (the default experiment's
                                     sweep is under hydra.sweeper.params: memarena --cfg hydra)
-  memarena --config-dir DIR ...     add your own presets (DIR laid out like harness/conf)
+  memarena --config-dir DIR ...     add your own presets (DIR laid out like conf)
   memarena-report                   rebuild the leaderboards from the store
 
 Groups (GROUP=OPTION):

@@ -38,8 +38,8 @@ from typing import Any, Optional
 import numpy as np
 
 from harness.registry import register_task
-from harness.task import EVAL_SPLITS, IGNORE, Example, Task, TaskConfig, answer_labels
-from harness.vocabulary import Vocabulary
+from harness.taskkit.task import EVAL_SPLITS, IGNORE, Example, Task, TaskConfig, answer_labels
+from harness.taskkit.vocabulary import Vocabulary
 from tasks.babi_stories import (LABELS, OBJECTS, OPPOSITE, PEOPLE, PLACES, QA_KINDS, QUESTION_SHARES, QUESTIONS,
                                 STATEMENTS, VERBS, Story, answer_story, generate_story, last_question, read_babi_file,
                                 sentences)

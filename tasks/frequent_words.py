@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 from scipy.special import zeta
 
-from harness.haystack import word_pool
+from harness.taskkit.haystack import word_pool
 from harness.registry import register_task
-from harness.string_match import answer_scores
-from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
-from harness.vocabulary import Vocabulary
+from harness.taskkit.string_match import answer_scores
+from harness.taskkit.task import IGNORE, Example, Task, TaskConfig, answer_labels
+from harness.taskkit.vocabulary import Vocabulary
 
 QUESTION = "what are the {k} most frequent words ? answer :"
 NOISE = "..."

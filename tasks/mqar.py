@@ -31,8 +31,8 @@ from typing import Any, Optional
 import numpy as np
 
 from harness.registry import register_task
-from harness.task import IGNORE, Example, Task, TaskConfig
-from harness.vocabulary import Vocabulary
+from harness.taskkit.task import IGNORE, Example, Task, TaskConfig
+from harness.taskkit.vocabulary import Vocabulary
 
 
 @dataclass

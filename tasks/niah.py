@@ -37,11 +37,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from harness.haystack import FILLER, Haystack, HaystackConfig, insert, made_up_words
+from harness.taskkit.haystack import FILLER, Haystack, HaystackConfig, insert, made_up_words
 from harness.registry import register_task
-from harness.string_match import answer_scores
-from harness.task import IGNORE, Example, Task, TaskConfig, answer_labels
-from harness.vocabulary import Vocabulary
+from harness.taskkit.string_match import answer_scores
+from harness.taskkit.task import IGNORE, Example, Task, TaskConfig, answer_labels
+from harness.taskkit.vocabulary import Vocabulary
 from tasks.sample_corpus import SAMPLE_CORPUS
 
 NEEDLE = "one of the special magic {kind} for {key} is : {value} ."

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from harness.registry import register_task
-from harness.task import IGNORE, Example, Task, TaskConfig
-from harness.vocabulary import Vocabulary
+from harness.taskkit.task import IGNORE, Example, Task, TaskConfig
+from harness.taskkit.vocabulary import Vocabulary
 
 FILLER = "the grass is green . the sky is blue . the sun is yellow . here we go . there and back again ."
 NEEDLE = "the pass key is {key} . remember it . {key} is the pass key ."

@@ -39,9 +39,9 @@ from typing import Any, Optional
 import numpy as np
 
 from harness.registry import register_task
-from harness.string_match import string_match_part
-from harness.text_task import TextTask, TextTaskConfig, answer_texts
-from harness.task import Example
+from harness.taskkit.string_match import string_match_part
+from harness.taskkit.text_task import TextTask, TextTaskConfig, answer_texts
+from harness.taskkit.task import Example
 
 METRICS = ("f1", "exact_match", "string_match_part")
 

@@ -1,7 +1,7 @@
 """Abstractive summarization of real text, scored with ROUGE, loaded with ``datasets``.
 
 A document and its summary, laid out as ``document <sep> <ans> summary`` (see
-``harness/text_task.py`` for loading, tokenizers, caps and truncation); the model generates the
+``harness/taskkit/text_task.py`` for loading, tokenizers, caps and truncation); the model generates the
 summary greedily, up to ``answer_cap`` tokens. So that the length measures memory, a document
 fills its example: one shorter than ``min_fill`` of its room is left out at that length (say
 100 of 1000 tokens would be 90% padding), one longer is cut as ``truncation`` says, and every
@@ -32,8 +32,8 @@ from typing import Any, Optional
 import numpy as np
 
 from harness.registry import register_task
-from harness.task import Example
-from harness.text_task import TextTask, TextTaskConfig, answer_texts
+from harness.taskkit.task import Example
+from harness.taskkit.text_task import TextTask, TextTaskConfig, answer_texts
 
 ROUGE = ("rougeL", "rouge1", "rouge2")
 

@@ -17,7 +17,7 @@ import pytest
 
 import harness
 from conftest import compose_config
-from harness.run import prepare
+from harness.engine.plan import prepare
 from tasks.babi_qa import MIN_CONTEXT_LEN, compare_answers
 from tasks.babi_stories import (LABELS, OPPOSITE, QUESTION_SHARES, VERBS, Story, answer_story, generate_story,
                                 read_babi_file, sentences)

@@ -14,11 +14,11 @@ import torch
 
 import harness
 from conftest import REPO, tiny_overrides
-from harness.checkpoint import CHECKPOINT_FILE, Checkpoints
+from harness.engine.checkpoint import CHECKPOINT_FILE, Checkpoints
 from harness.config import CheckpointConfig, TrainConfig
-from harness.store import OUTCOMES_FILE, RESULT_FILE
-from harness.train import train
-from harness.weights import WEIGHTS_FILE
+from harness.store.records import OUTCOMES_FILE, RESULT_FILE
+from harness.engine.train import train
+from harness.store.weights import WEIGHTS_FILE
 
 STEPS = 40
 #: both runs on one thread: the numbers of a CPU run depend on the thread count

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from conftest import run_cli, tiny_overrides
-from harness.store import RESULT_FILE, completed_status
+from harness.store.records import RESULT_FILE, completed_status
 
 SINGLE_RUN = "hydra.mode=RUN"
 

@@ -11,7 +11,8 @@ from omegaconf.errors import OmegaConfBaseException
 import harness
 from conftest import compose_config, run_cli, tiny_overrides
 from harness.config import CONF_DIR, register_configs
-from harness.run import ConfigError, prepare
+from harness.engine.checks import ConfigError
+from harness.engine.plan import prepare
 
 
 def options(group: str) -> list[str]:

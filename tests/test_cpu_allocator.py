@@ -9,7 +9,7 @@ import platform
 import pytest
 import torch
 
-from harness.cpu_allocator import retain_freed_memory
+from harness.engine.cpu_allocator import retain_freed_memory
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import harness
-import harness.training_stream
+import harness.engine.training_stream
 from harness.config import TrainConfig
-from harness.training_stream import PREFETCH, TrainingStream, step_lengths, training_batches
+from harness.engine.training_stream import PREFETCH, TrainingStream, step_lengths, training_batches
 
 CONFIG = TrainConfig(steps=12, batch_size=3, context_len=64, min_context_len=48)
 
@@ -44,7 +44,7 @@ def test_workers_run_ahead_of_training_by_at_most_their_prefetch(monkeypatch):
             generated.value += 1
         return batch
 
-    monkeypatch.setattr(harness.training_stream.TrainingStream, "__getitem__", counted)
+    monkeypatch.setattr(harness.engine.training_stream.TrainingStream, "__getitem__", counted)
     workers, steps = 2, 40
     config = TrainConfig(steps=steps, batch_size=2, context_len=48, min_context_len=48)
     consumed, ahead = 0, []

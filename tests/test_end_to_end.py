@@ -11,10 +11,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import harness
-import harness.run
+import harness.engine.run
 
 from conftest import run_cli, tiny_overrides
-from harness.store import CONFIG_FILE, OUTCOMES_FILE, RESULT_FILE
+from harness.store.records import CONFIG_FILE, OUTCOMES_FILE, RESULT_FILE
 
 
 def stored_runs(tmp_path):
@@ -108,9 +108,9 @@ def test_bf16_autocast_run_on_cpu_multiplies_in_bf16(tmp_path, monkeypatch, mech
     from conftest import compose_config
 
     training, evaluation = Counter(), Counter()
-    monkeypatch.setattr(harness.run, "train", observing_dtypes(harness.run.train, training))
-    monkeypatch.setattr(harness.run, "evaluate", observing_dtypes(harness.run.evaluate, evaluation))
-    record = harness.run.run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cpu"]))
+    monkeypatch.setattr(harness.engine.run, "train", observing_dtypes(harness.engine.run.train, training))
+    monkeypatch.setattr(harness.engine.run, "evaluate", observing_dtypes(harness.engine.run.evaluate, evaluation))
+    record = harness.engine.run.run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cpu"]))
     assert record["status"] == "ok", record.get("error")
     assert record["measurement"]["precision"] == "bf16"
     assert set(training) == {torch.bfloat16} and set(evaluation) == {torch.bfloat16}, (training, evaluation)
@@ -120,7 +120,7 @@ def test_bf16_autocast_run_on_cpu_multiplies_in_bf16(tmp_path, monkeypatch, mech
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_gpu_run_in_bf16(tmp_path, mechanism):
     from conftest import compose_config
-    from harness.run import run
+    from harness.engine.run import run
 
     record = run(compose_config([*tiny_overrides(tmp_path, mechanism), "precision=bf16", "device=cuda",
                                  f"compile={mechanism in ('full_attention', 'sliding_window')}"]))
@@ -132,7 +132,7 @@ def test_gpu_run_in_bf16(tmp_path, mechanism):
 
 def test_compile_option_compiles_every_block(tmp_path):
     from conftest import compose_config
-    from harness.run import prepare
+    from harness.engine.plan import prepare
 
     plan = prepare(compose_config([*tiny_overrides(tmp_path), "compile=true"]))
     assert all(block._compiled_call_impl is not None for block in plan.model.blocks)

@@ -8,12 +8,13 @@ import json
 import pandas as pd
 import pytest
 
-import harness.run
+import harness.engine.run
 from conftest import compose_config, run_cli, tiny_overrides
-from harness.evaluate_stored import evaluate_stored
-from harness.run import ConfigError, run
-from harness.store import OUTCOMES_FILE, RESULT_FILE
-from harness.weights import WEIGHTS_FILE
+from harness.engine.evaluate_stored import evaluate_stored
+from harness.engine.checks import ConfigError
+from harness.engine.run import run
+from harness.store.records import OUTCOMES_FILE, RESULT_FILE
+from harness.store.weights import WEIGHTS_FILE
 
 LONGER = "eval.grid.context_len=[48,64,96]"
 
@@ -29,7 +30,7 @@ def test_eval_mode_adds_the_missing_cells_of_a_longer_grid_without_training(tmp_
     assert (run_dir / WEIGHTS_FILE).is_file()
     assert (trained["training"]["context_len"], trained["training"]["min_context_len"]) == (48, 48)
 
-    monkeypatch.setattr(harness.run, "train", no_training)
+    monkeypatch.setattr(harness.engine.run, "train", no_training)
     outcome = evaluate_stored(compose_config([*overrides, LONGER, "mode=eval"]))
     assert outcome == {"run_id": run_dir.name, "status": "ok", "skipped": False}
     assert [path.name for path in (tmp_path / "results" / "quick").iterdir()] == [run_dir.name]
@@ -70,7 +71,7 @@ def test_eval_mode_refuses_before_any_work_without_a_stored_model_or_its_weights
 
 
 def test_outcomes_left_by_an_interrupted_evaluation_are_replaced_not_duplicated(tmp_path):
-    from harness.evaluate_stored import _merged_outcomes
+    from harness.engine.evaluate_stored import _merged_outcomes
 
     stored = pd.DataFrame({"context_len": [48, 48, 96], "depth": [0.0, 1.0, 0.0], "example": [0, 0, 0],
                            "metric": ["exact_match"] * 3, "value": [1.0, 0.0, 0.5]})

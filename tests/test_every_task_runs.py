@@ -14,8 +14,8 @@ import pytest
 import harness
 from conftest import compose_config, run_cli, tiny_overrides
 from harness.registry import TASKS
-from harness.run import run
-from harness.store import OUTCOMES_FILE, RESULT_FILE
+from harness.engine.run import run
+from harness.store.records import OUTCOMES_FILE, RESULT_FILE
 
 
 def covering(tasks: list[str], mechanisms: list[str], per_mechanism: int = 2) -> list[tuple[str, str]]:

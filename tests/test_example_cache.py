@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.example_cache import ExampleCache, _helper_modules, code_version
+from harness.taskkit.example_cache import ExampleCache, _helper_modules, code_version
 
 CELLS = [{"context_len": 64}, {"context_len": 96}]  # of qa
 NIAH_CELLS = CELLS  # niah places its needles at random: no depth knob

@@ -56,8 +56,8 @@ def check_property_tests(result: subprocess.CompletedProcess) -> None:
 
 
 def test_docs_name_one_python_file_and_one_yaml_per_component():
-    assert sorted(doc_files()) == ["baselines/gated_recurrence.py", "harness/conf/mechanism/gated_recurrence.yaml",
-                                   "harness/conf/task/first_letter.yaml", "pyproject.toml", "tasks/first_letter.py"]
+    assert sorted(doc_files()) == ["baselines/gated_recurrence.py", "conf/mechanism/gated_recurrence.yaml",
+                                   "conf/task/first_letter.yaml", "pyproject.toml", "tasks/first_letter.py"]
 
 
 def test_worked_examples_added_to_a_checkout_pass_the_property_tests_and_run(tmp_path):

@@ -8,8 +8,9 @@ import stat
 import pytest
 
 from conftest import compose_config, run_cli, tiny_overrides
-from harness.checks import ConfigError
-from harness.run import prepare, run
+from harness.engine.checks import ConfigError
+from harness.engine.plan import prepare
+from harness.engine.run import run
 
 
 def written(tmp_path) -> list[str]:
@@ -44,6 +45,10 @@ def assert_rejected(tmp_path, overrides: list[str], message: str) -> None:
     ("name=/an/absolute/path", r"name='/an/absolute/path': must be a plain"),
     ("name=.hidden", r"name='.hidden': must be a plain"),
     ("eval.scoring=beam", r"eval.scoring='beam': choose one of \['generate', 'teacher_forced'\]"),
+    ("results_dir='~/memarena-results'", r"results_dir='~/memarena-results': '~' is not expanded here"),
+    ("reports_dir='~'", r"reports_dir='~': '~' is not expanded here"),
+    ("results_dir=", r"results_dir='': give a directory"),
+    ("cache_dir=", r"cache_dir='': give a directory or null \(no cache\)"),
 ])
 def test_bad_numbers_grids_and_names(tmp_path, override, message):
     assert_rejected(tmp_path, [override], message)

@@ -17,10 +17,10 @@ import torch
 
 import harness
 from harness.config import EvalConfig, TrainConfig
-from harness.evaluate import evaluate
-from harness.task import IGNORE, Example, Task, TaskConfig
-from harness.train import train
-from harness.vocabulary import Vocabulary
+from harness.engine.evaluate import evaluate
+from harness.taskkit.task import IGNORE, Example, Task, TaskConfig
+from harness.engine.train import train
+from harness.taskkit.vocabulary import Vocabulary
 
 SYMBOLS, CONTEXT_LEN, SEGMENT_LEN = 16, 32, 16
 #: standard errors above chance that the trained model must score

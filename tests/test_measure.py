@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import harness
-import harness.evaluate
+import harness.engine.evaluate
 from harness.config import EvalConfig
-from harness.evaluate import evaluate
-from harness.measure import MemoryBudgetExceeded, measure_example, peak_memory
-from harness.task import IGNORE, Example
+from harness.engine.evaluate import evaluate
+from harness.engine.measure import MemoryBudgetExceeded, measure_example, peak_memory
+from harness.taskkit.task import IGNORE, Example
 
 CPU = torch.device("cpu")
 
@@ -124,14 +124,14 @@ def task():
 
 
 def test_an_out_of_memory_cell_is_recorded_and_the_others_go_on(task, monkeypatch):
-    original = harness.evaluate.measure_example
+    original = harness.engine.evaluate.measure_example
 
     def fails_at_64(model, example, *args):
         if len(example.tokens) == 64:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return original(model, example, *args)
 
-    monkeypatch.setattr(harness.evaluate, "measure_example", fails_at_64)
+    monkeypatch.setattr(harness.engine.evaluate, "measure_example", fails_at_64)
     model = harness.build_model("full_attention", vocab_size=task.vocab_size, d_model=D, n_layers=1, n_heads=H)
     config = EvalConfig(grid={"context_len": [48, 64], "depth": [0.5]}, examples_per_cell=3, batch_size=3)
     cells, outcomes = evaluate(model, task, config, 16, CPU, progress=False)
@@ -146,7 +146,7 @@ def test_other_errors_in_a_cell_are_not_mistaken_for_out_of_memory(task, monkeyp
     def broken(*args):
         raise ValueError("a bug")
 
-    monkeypatch.setattr(harness.evaluate, "measure_example", broken)
+    monkeypatch.setattr(harness.engine.evaluate, "measure_example", broken)
     model = harness.build_model("full_attention", vocab_size=task.vocab_size, d_model=D, n_layers=1, n_heads=H)
     with pytest.raises(ValueError, match="a bug"):
         evaluate(model, task, EvalConfig(grid={"context_len": [48], "depth": [0.5]}, examples_per_cell=1), 16, CPU, False)
@@ -191,7 +191,7 @@ def test_unbounded_mechanisms_have_no_budget_knob():
 def test_flop_counter_counts_cpu_attention_as_its_matrix_multiplies():
     from torch.nn import functional as F
 
-    from harness.measure import flop_counter
+    from harness.engine.measure import flop_counter
 
     q, k, v = torch.randn(3, 2, 4, 32, 8).unbind(0)
     with flop_counter() as fused:

@@ -31,9 +31,9 @@ def test_one_mechanism_is_one_run_that_says_where_the_leaderboard_is(tmp_path):
 
 
 def test_ctrl_c_says_nothing_partial_was_stored_and_how_to_resume(tmp_path):
-    code = ("import sys, harness.run\n"
+    code = ("import sys, harness.engine.run\n"
             "def interrupted(cfg): raise KeyboardInterrupt\n"
-            "harness.run.run = interrupted\n"
+            "harness.engine.run.run = interrupted\n"
             "from harness.cli import main; sys.argv[0] = 'memarena'; main()")
     result = subprocess.run([sys.executable, "-c", code, "mechanism=sliding_window"], cwd=tmp_path, text=True,
                             capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.task import IGNORE
+from harness.taskkit.task import IGNORE
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import json
 import torch
 
 from conftest import compose_config, tiny_overrides
-from harness.run import run
-from harness.store import RESULT_FILE
+from harness.engine.run import run
+from harness.store.records import RESULT_FILE
 
 
 def test_numerics_are_recorded_and_a_skip_names_a_different_thread_count(tmp_path, capsys):

@@ -12,10 +12,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import REPO, compose_config
-from harness import store
+from harness.store import records as store
 from harness.config import CONF_DIR, register_configs
-from harness.run import prepare
-from harness.tuning import tuned_config
+from harness.engine.plan import plan, prepare
+from harness.engine.tuning import choose_rate
 
 
 def reference_jobs() -> list[list[str]]:
@@ -36,25 +36,26 @@ def test_the_reference_sweeps_nine_mechanisms_on_two_tasks_three_seeds():
 
 def test_memarena_experiment_reference_would_train_nothing():
     """Every tuning run and every chosen run of the sweep is stored (the chosen rate read from the stored tuning runs)."""
-    missing, planned = [], {}
+    missing, checked = [], set()
 
-    def stored(config):
-        key = OmegaConf.to_yaml(config)  # every seed of a configuration shares its tuning runs: prepare each once
-        if key not in planned:
-            plan = planned[key] = prepare(config)
-            if store.completed_status(plan.run_dir) is None:
-                missing.append(f"{plan.config.mechanism.name} on {plan.config.task.name} lr={plan.config.train.lr} "
-                               f"seed={plan.config.seed} split={plan.config.eval.split} ({plan.run_id})")
-        return {"run_id": planned[key].run_id, "skipped": True}
+    def check_stored(planned):
+        if planned.run_id in checked:  # every seed of a configuration shares its tuning runs
+            return
+        checked.add(planned.run_id)
+        if store.completed_status(planned.run_dir) is None:
+            missing.append(f"{planned.config.mechanism.name} on {planned.config.task.name} lr={planned.config.train.lr} "
+                           f"seed={planned.config.seed} split={planned.config.eval.split} ({planned.run_id})")
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for job in reference_jobs():
-            config = compose_config([*job, f"results_dir={REPO / 'results'}"])
+            steps = plan(compose_config([*job, f"results_dir={REPO / 'results'}"]))
             trials_missing = len(missing)
-            chosen, _ = tuned_config(config, stored)
-            if len(missing) == trials_missing:
-                stored(chosen)
+            for tuning_run in steps.tuning_runs:
+                check_stored(tuning_run)
+            if len(missing) == trials_missing:  # the rate is chosen from the stored tuning runs
+                trials = [(tuning_run.run_id, store.read_result(tuning_run.run_dir)) for tuning_run in steps.tuning_runs]
+                check_stored(prepare(choose_rate(steps.cfg, trials)[0]))
     assert not missing, f"memarena experiment=reference would train {missing}: regenerate results/reference"
 
 

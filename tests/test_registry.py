@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import harness
-from harness.mechanism import Mechanism, MechanismConfig
+from harness.layers.mechanism import Mechanism, MechanismConfig
 from harness.registry import MECHANISMS, UnknownNameError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.relative_attention import FusedRelativeAttention, attention_with_autograd, relative_attention
+from harness.layers.relative_attention import FusedRelativeAttention, attention_with_autograd, relative_attention
 
 SHAPES = [(1, 1), (1, 6), (5, 5), (4, 9)]  # (queries T, keys K)
 

@@ -16,7 +16,7 @@ import yaml
 from harness.report import build_leaderboard, write_report
 from harness.report import display
 from harness.report.markdown import leaderboard_markdown
-from harness.store import OUTCOMES_FILE, write_run
+from harness.store.records import OUTCOMES_FILE, write_run
 
 LENGTHS = (64, 128)
 

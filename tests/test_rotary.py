@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from harness.rotary import Rotary
+from harness.layers.rotary import Rotary
 
 
 def test_rotation_follows_the_definition():

@@ -16,8 +16,9 @@ from scipy.special import zeta
 import harness
 from conftest import compose_config
 from harness.config import CONF_DIR
-from harness.haystack import made_up_words
-from harness.run import ConfigError, prepare
+from harness.taskkit.haystack import made_up_words
+from harness.engine.checks import ConfigError
+from harness.engine.plan import prepare
 
 #: scripts/synthetic.yaml: (type_haystack, type_needle_k, type_needle_v, num_needle_k, num_needle_v, num_needle_q)
 RULER_NIAH = {

@@ -6,8 +6,8 @@ import torch
 
 import harness
 from harness.config import EvalConfig
-from harness.evaluate import _score_cell
-from harness.task import IGNORE, Example
+from harness.engine.evaluate import _score_cell
+from harness.taskkit.task import IGNORE, Example
 
 
 def successor_model():

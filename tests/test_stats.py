@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.stats import difference_interval, holm, mean_interval, paired_seed_test, paired_test, seeds_interval
+from harness.report.stats import difference_interval, holm, mean_interval, paired_seed_test, paired_test, seeds_interval
 
 
 def test_wilson_interval_for_binary_values():

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from harness import store
+from harness.store import records as store
 
 
 def result(run_id: str, status: str = "ok", **fields) -> dict:
-    """A record of the shape the store accepts (harness/result_schema.py)."""
+    """A record of the shape the store accepts (harness/store/schema.py)."""
     return {"run_id": run_id, "experiment": "exp", "mechanism": "m", "task": "passkey", "seed": 0, "parameters": 10,
             "primary_metric": "exact_match", "provenance": {"time": "2026-01-01T00:00:00+00:00"}, "status": status,
             "error": None if status == "ok" else "boom", "training": {"tokens_per_s": 1.0} if status == "ok" else None,

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from conftest import REPO, compose_config, run_cli
-from harness import store
-from harness.run import prepare
+from harness.store import records as store
+from harness.engine.plan import prepare
 
 REFERENCE = REPO / "results" / "reference"
 

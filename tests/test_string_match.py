@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness.string_match import string_match_all, string_match_part
+from harness.taskkit.string_match import string_match_all, string_match_part
 
 
 def test_all_counts_each_reference_found_in_any_order():

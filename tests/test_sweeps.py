@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import REPO, run_cli, tiny_overrides
 from harness.config import CONF_DIR, register_configs
-from harness.store import RESULT_FILE
+from harness.store.records import RESULT_FILE
 
 
 def sweep_overrides(tmp_path):
@@ -38,15 +38,15 @@ def test_two_job_sweep_with_a_launcher(tmp_path, launcher):
 
 
 FAIL_SEED_1 = """
-import harness.train
-original = harness.train.train
+import harness.engine.train
+original = harness.engine.train.train
 def train(model, task, config, segment_len, seed, *args, **kwargs):
     if seed == 1:
         raise RuntimeError("injected failure for seed 1")
     return original(model, task, config, segment_len, seed, *args, **kwargs)
-harness.train.train = train
-import harness.run
-harness.run.train = train
+harness.engine.train.train = train
+import harness.engine.run
+harness.engine.run.train = train
 """
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.task import IGNORE, Example, Task
+from harness.taskkit.task import IGNORE, Example, Task
 
 CONTEXT_LEN = 128
 #: tasks whose labels are not the tokens that follow them in the sequence, and why

@@ -12,8 +12,9 @@ import torch
 
 import harness
 from conftest import compose_config
-from harness.run import ConfigError, prepare
-from harness.text_task import EOS, SEP, SHIPPED_DATA, Tokenizer
+from harness.engine.checks import ConfigError
+from harness.engine.plan import prepare
+from harness.taskkit.text_task import EOS, SEP, SHIPPED_DATA, Tokenizer
 from tasks.data import make_samples
 from tasks.qa import normalize, token_f1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.train import Diverged, _check_finite
+from harness.engine.train import Diverged, _check_finite
 
 
 def test_divergence_names_the_first_step_whose_loss_is_not_finite():

@@ -7,16 +7,16 @@ import pytest
 import torch
 
 import harness
-import harness.model
-import harness.train
+import harness.layers.model
+import harness.engine.train
 from harness.config import TrainConfig
-from harness.train import learning_rate, train
+from harness.engine.train import learning_rate, train
 
 
 def test_curve_equals_the_losses_recomputed_step_by_step(monkeypatch):
-    monkeypatch.setattr(harness.train, "CHECK_EVERY", 3)
+    monkeypatch.setattr(harness.engine.train, "CHECK_EVERY", 3)
     task_losses, auxiliary_losses = [], []
-    cross_entropy, auxiliary_loss = torch.nn.functional.cross_entropy, harness.model.StreamingLM.auxiliary_loss
+    cross_entropy, auxiliary_loss = torch.nn.functional.cross_entropy, harness.layers.model.StreamingLM.auxiliary_loss
 
     def recorded_cross_entropy(*args, **kwargs):
         loss = cross_entropy(*args, **kwargs)
@@ -28,8 +28,8 @@ def test_curve_equals_the_losses_recomputed_step_by_step(monkeypatch):
         auxiliary_losses.append(loss.item())
         return loss
 
-    monkeypatch.setattr(harness.train.F, "cross_entropy", recorded_cross_entropy)
-    monkeypatch.setattr(harness.model.StreamingLM, "auxiliary_loss", recorded_auxiliary_loss)
+    monkeypatch.setattr(harness.engine.train.F, "cross_entropy", recorded_cross_entropy)
+    monkeypatch.setattr(harness.layers.model.StreamingLM, "auxiliary_loss", recorded_auxiliary_loss)
     task = harness.build_task("passkey")
     # compressive memory adds an auxiliary (reconstruction) loss, which the curve leaves out
     model = harness.build_model("compressive", vocab_size=task.vocab_size, d_model=16, n_layers=1, n_heads=2,

@@ -9,12 +9,13 @@ import pytest
 import torch
 import yaml
 
-import harness.run
+import harness.engine.run
 from conftest import compose_config, tiny_overrides
 from harness.report import build_leaderboard
 from harness.report import display
-from harness.run import ConfigError, run
-from harness.tuning import TuningFailed, choose, validation_score
+from harness.engine.checks import ConfigError
+from harness.engine.run import run
+from harness.engine.tuning import TuningFailed, choose, validation_score
 
 
 def cell(value, status="ok"):
@@ -41,7 +42,7 @@ def test_choice_takes_the_best_validation_score_then_the_lower_loss():
 def test_selection_uses_validation_examples_only(tmp_path, monkeypatch):
     """A task whose validation and test disagree: the rate best on validation wins, though another is best on test."""
     trained_at, evaluated = {}, []
-    real_train, real_evaluate = harness.run.train, harness.run.evaluate
+    real_train, real_evaluate = harness.engine.run.train, harness.engine.run.evaluate
 
     def train(model, task, config, *args, **kwargs):
         trained_at["lr"] = config.lr
@@ -56,8 +57,8 @@ def test_selection_uses_validation_examples_only(tmp_path, monkeypatch):
             entry["value"] = 1.0 if trained_at["lr"] == best else 0.0
         return cells, outcomes
 
-    monkeypatch.setattr(harness.run, "train", train)
-    monkeypatch.setattr(harness.run, "evaluate", evaluate)
+    monkeypatch.setattr(harness.engine.run, "train", train)
+    monkeypatch.setattr(harness.engine.run, "evaluate", evaluate)
     record = run(compose_config([*tiny_overrides(tmp_path), "tune.lr_grid=[0.001,0.01]", "seed=2", "cache_dir=null"]))
     assert record["status"] == "ok" and record["tuning"]["chosen_lr"] == 0.01
     assert [trial["validation_score"] for trial in record["tuning"]["trials"]] == [0.0, 1.0]
@@ -96,8 +97,8 @@ def test_the_run_at_the_tuning_seed_evaluates_the_winning_tuning_runs_model(tmp_
     retrained, and retraining them (when they cannot be read) gives the same model and the same test cells."""
     overrides = [*tiny_overrides(tmp_path), "tune.lr_grid=[0.001,0.01]", "seed=0"]
     trainings = []
-    real_train = harness.run.train
-    monkeypatch.setattr(harness.run, "train", lambda *args, **kwargs: trainings.append(1) or real_train(*args, **kwargs))
+    real_train = harness.engine.run.train
+    monkeypatch.setattr(harness.engine.run, "train", lambda *args, **kwargs: trainings.append(1) or real_train(*args, **kwargs))
     reused = run(compose_config(overrides))
     assert len(trainings) == 2  # the two tuning runs; the seed-0 run trained nothing
     winner = next(t["run_id"] for t in reused["tuning"]["trials"] if t["lr"] == reused["tuning"]["chosen_lr"])

@@ -18,11 +18,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from harness.config import RunConfig
-from harness.evaluate import evaluate
-from harness.run import prepare
-from harness.store import CONFIG_FILE
-from harness.task import SCORINGS
-from harness.weights import load_weights
+from harness.engine.evaluate import evaluate
+from harness.engine.plan import prepare
+from harness.store.records import CONFIG_FILE
+from harness.taskkit.task import SCORINGS
+from harness.store.weights import load_weights
 
 
 def main(run_dir: Path, segment_lengths: list[int]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.report.markdown import leaderboard_markdown
 from harness.report.runs import outcomes_frame, runs_frame
 from harness.report.tables import DEFAULT_THRESHOLD, Leaderboard
-from harness.store import write_atomic
+from harness.store.records import write_atomic
 
 __all__ = ["DEFAULT_THRESHOLD", "Leaderboard", "build_leaderboard", "generated_line", "leaderboard_markdown",
            "write_report"]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.tables import SIGNIFICANCE, STILL_FALLING, Leaderboard
-from harness.stats import CONFIDENCE, METHODS
+from harness.report.stats import CONFIDENCE, METHODS
 
 
 def bytes_text(value) -> str:

@@ -22,7 +22,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from harness.config import NON_SEMANTIC_KEYS
-from harness.store import CONFIG_FILE, OUTCOMES_FILE, load_experiment
+from harness.store.records import CONFIG_FILE, OUTCOMES_FILE, load_experiment
 
 #: keys that never separate two runs into two rows: the replicate, and the grids (report columns)
 NOT_CONFIGURATION = ("seed", "eval.grid", "task.grid", *NON_SEMANTIC_KEYS)

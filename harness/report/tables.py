@@ -2,7 +2,7 @@
 
 A row is a configuration (``harness.report.runs``). Per task and row, per context length:
 the headline metric pooled over the other grid knobs, with an interval that says what it covers
-(``harness.stats``); OOM, diverged and failed cells are failures: they show as such and count as
+(``harness.report.stats``); OOM, diverged and failed cells are failures: they show as such and count as
 the metric's worst value in the ranking and the effective length. Paired tests compare rows of
 the same setting on the same test examples, with the difference, its interval, and Holm's
 correction over every test of the report.
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.stats import (difference_interval, holm, interval_method, is_binary, paired_seed_test, paired_test,
+from harness.report.stats import (difference_interval, holm, interval_method, is_binary, paired_seed_test, paired_test,
                            seeds_interval)
 
 #: RULER's effective context length: the longest length up to which the metric stays above this

@@ -7,7 +7,7 @@ the task's module and of the harness modules that generate examples, so that edi
 invalidates its cache. A cache entry that cannot be read is generated again. Tasks with
 ``cacheable = False`` (the dataset-backed ones, whose tokenization ``datasets`` caches already)
 are generated directly. Training examples are not cached: they are generated as training goes
-(harness/training_stream.py), which takes a few batches of memory instead of the whole stream.
+(harness/engine/training_stream.py), which takes a few batches of memory instead of the whole stream.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.task import Example, Task
+from harness.taskkit.task import Example, Task
 
 #: harness modules whose code shapes generated examples
-GENERATOR_MODULES = ("harness.task", "harness.haystack", "harness.vocabulary")
+GENERATOR_MODULES = ("harness.taskkit.task", "harness.taskkit.haystack", "harness.taskkit.vocabulary")
 COLUMNS = ("tokens", "labels", "targets", "knobs", "info")
 
 

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 import torch
 
-from harness.vocabulary import Vocabulary
+from harness.taskkit.vocabulary import Vocabulary
 
 IGNORE = -100  # label of positions that are not scored (as in torch's cross_entropy)
 TRAIN, TEST, VALIDATION = 0, 1, 2  # split tags in the seed: no two splits ever share a seed
@@ -97,7 +97,7 @@ class Task:
     cell_knobs: ClassVar[dict[str, type]] = {"context_len": int}
     #: metric name -> higher is better; the first one is the task's headline metric
     metrics: ClassVar[dict[str, bool]] = {}
-    #: whether generated examples may be cached (see harness/example_cache.py)
+    #: whether generated examples may be cached (see harness/taskkit/example_cache.py)
     cacheable: ClassVar[bool] = True
 
     def __init__(self, config: TaskConfig):

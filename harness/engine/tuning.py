@@ -1,16 +1,16 @@
 """Learning-rate tuning by protocol: every configuration at its best rate, chosen on validation examples only.
 
-For a run whose ``tune.lr_grid`` is not empty, ``tuned_config`` first makes sure that one *tuning
-run* per rate is stored: the same configuration trained with seed ``tune.seed`` at that rate and
-evaluated on the validation split (``eval.split=validation``: examples drawn with a seed tag that
-the test set never uses), in the same experiment. They are ordinary runs (stored atomically,
-skipped when done, resumed when killed), shared by every seed of the configuration. The rate with
-the best mean validation headline metric over the grid's cells wins, an OOM cell counting as the
-metric's worst value and a failed or diverged tuning run not competing; ties go to the lower final
-training loss (the evaluator computes no validation loss). The run itself then trains at that
-rate with its own seed and is evaluated on the test set; its record's ``tuning`` holds the grid,
-each rate's validation score and tuning run, and the choice. No test example is read before the
-choice is made.
+For a run whose ``tune.lr_grid`` is not empty, the plan (harness/engine/plan.py) lists one *tuning
+run* per rate before the run itself: the same configuration trained with seed ``tune.seed`` at that
+rate and evaluated on the validation split (``eval.split=validation``: examples drawn with a seed
+tag that the test set never uses), in the same experiment. They are ordinary runs (stored
+atomically, skipped when done, resumed when killed), shared by every seed of the configuration.
+Once they are stored, ``choose_rate`` picks the rate with the best mean validation headline metric
+over the grid's cells, an OOM cell counting as the metric's worst value and a failed or diverged
+tuning run not competing; ties go to the lower final training loss (the evaluator computes no
+validation loss). The run itself then trains at that rate with its own seed and is evaluated on
+the test set; its record's ``tuning`` holds the grid, each rate's validation score and tuning run,
+and the choice. No test example is read before the choice is made.
 
 The run whose seed is ``tune.seed`` would train exactly the model that the winning tuning run
 trained (same configuration, seed and rate; the evaluation split trains nothing). It is not trained
@@ -27,16 +27,20 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
-from harness.store import CorruptRecord, read_result
-from harness.weights import WEIGHTS_FILE
+from harness.store.weights import WEIGHTS_FILE
 
 
 class TuningFailed(RuntimeError):
     """No rate of the grid gave a usable tuning run."""
+
+
+def tuned(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` chooses its learning rate by tuning runs first (a test run with a rate grid)."""
+    return bool(cfg.tune.lr_grid) and cfg.eval.split == "test"
 
 
 def trial_config(cfg: DictConfig, lr: float) -> DictConfig:
@@ -71,41 +75,28 @@ def choose(trials: list[dict[str, Any]]) -> dict[str, Any]:
     return max(usable, key=lambda trial: (round(trial["validation_score"], 12), -trial["final_loss"]))
 
 
-def tuned_config(cfg: DictConfig, run: Callable[[DictConfig], dict[str, Any]]) -> tuple[DictConfig, dict[str, Any]]:
-    """Run (or find) the tuning runs of ``cfg`` with ``run``, and return ``cfg`` at the chosen rate with
-    the selection to store in its record."""
-    trials = []
-    for lr in cfg.tune.lr_grid:
-        outcome = run(trial_config(cfg, lr))
-        record = _stored(cfg, outcome["run_id"]) if outcome.get("skipped") else outcome
-        trials.append({"lr": float(lr), "run_id": outcome["run_id"], "status": record.get("status"),
-                       "validation_score": validation_score(record),
-                       "final_loss": (record.get("training") or {}).get("final_loss", math.inf)})
-    best = choose(trials)
+def choose_rate(cfg: DictConfig, trials: list[tuple[str, dict[str, Any]]]) -> tuple[DictConfig, dict[str, Any]]:
+    """``cfg`` at the rate its tuning runs choose, with the selection to store in its record.
+
+    ``trials`` holds each rate's tuning run as (run_id, its record), in the order of ``tune.lr_grid``.
+    """
+    scored = [{"lr": float(lr), "run_id": identifier, "status": record.get("status"),
+               "validation_score": validation_score(record),
+               "final_loss": (record.get("training") or {}).get("final_loss", math.inf)}
+              for lr, (identifier, record) in zip(cfg.tune.lr_grid, trials)]
+    best = choose(scored)
     chosen = copy.deepcopy(cfg)
     chosen.train.lr = best["lr"]
-    return chosen, {"lr_grid": [trial["lr"] for trial in trials], "chosen_lr": best["lr"], "seed": cfg.tune.seed,
-                    "split": "validation", "trials": trials,
+    return chosen, {"lr_grid": [trial["lr"] for trial in scored], "chosen_lr": best["lr"], "seed": cfg.tune.seed,
+                    "split": "validation", "trials": scored,
                     "rule": "highest mean validation headline metric, ties to the lower final training loss"}
 
 
-def weights_to_reuse(cfg: DictConfig, tuning: dict[str, Any]) -> Path | None:
-    """The winning tuning run's directory if it trained this very model (``cfg.seed`` is the tuning
-    seed) and kept its weights; else None."""
-    if cfg.seed != tuning["seed"]:
+def weights_to_reuse(seed: int, tuning: dict[str, Any], run_dirs: dict[str, Path]) -> Path | None:
+    """The winning tuning run's directory (``run_dirs``: each tuning run's, by run_id) if it trained
+    this very model (``seed`` is the tuning seed) and kept its weights; else None."""
+    if seed != tuning["seed"]:
         return None
     winner = next(trial for trial in tuning["trials"] if trial["lr"] == tuning["chosen_lr"])
-    run_dir = _run_dir(cfg, winner["run_id"])
+    run_dir = run_dirs[winner["run_id"]]
     return run_dir if (run_dir / WEIGHTS_FILE).is_file() else None
-
-
-def _run_dir(cfg: DictConfig, run_id: str) -> Path:
-    """Where the store keeps run ``run_id`` of this experiment."""
-    return Path(cfg.results_dir) / cfg.name / run_id
-
-
-def _stored(cfg: DictConfig, run_id: str) -> dict[str, Any]:
-    try:
-        return read_result(_run_dir(cfg, run_id))
-    except (FileNotFoundError, CorruptRecord) as error:  # stored a moment ago: a reader race, or a damaged store
-        return {"status": f"unreadable ({error})"}

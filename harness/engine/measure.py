@@ -25,8 +25,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from harness.model import StreamingLM
-from harness.task import Example
+from harness.layers.model import StreamingLM
+from harness.taskkit.task import Example
 
 MEMORY_METHOD = {
     "cuda": "CUDA caching allocator peak (max_memory_allocated) above the region's start",

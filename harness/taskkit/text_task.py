@@ -42,10 +42,10 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from harness.task import EVAL_SPLITS, IGNORE, TRAIN, Example, Task, TaskConfig
-from harness.vocabulary import Vocabulary
+from harness.taskkit.task import EVAL_SPLITS, IGNORE, TRAIN, Example, Task, TaskConfig
+from harness.taskkit.vocabulary import Vocabulary
 
-SHIPPED_DATA = Path(__file__).resolve().parent.parent / "tasks" / "data"
+SHIPPED_DATA = Path(__file__).resolve().parents[2] / "tasks" / "data"
 SPECIALS = ["<pad>", "<sep>", "<ans>", "<eos>"]
 PAD, SEP, ANS, EOS = range(len(SPECIALS))
 TOKENIZERS = ("bpe", "byte")

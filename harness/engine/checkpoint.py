@@ -2,7 +2,7 @@
 
 ``checkpoint.pt`` in the run directory holds everything the rest of training depends on: the
 model's and the optimizer's states, the number of steps done (the training stream restarts
-there, see harness/training_stream.py), the losses so far, and torch's random states. It is
+there, see harness/engine/training_stream.py), the losses so far, and torch's random states. It is
 written atomically and is not a record (``result.json`` alone marks a run complete); the run
 removes it once its record is stored. Loaded with ``weights_only=True``: no pickled code runs.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from harness.config import CheckpointConfig
-from harness.weights import save_atomic
+from harness.store.weights import save_atomic
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

@@ -3,7 +3,7 @@
 Every size, rate and coefficient in range and finite; an experiment name that is one plain
 directory name; no empty grid; a memory estimate of the largest training step and evaluated cell
 within the machine's memory; and the store, report and cache directories created and writable.
-``prepare`` (harness/run.py) runs all but the last, which writes, before any work.
+``prepare`` (harness/engine/run.py) runs all but the last, which writes, before any work.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from harness.config import ModelConfig, RunConfig
-from harness.mechanism import state_bytes
-from harness.model import StreamingLM
-from harness.task import EVAL_SPLITS, SCORINGS
+from harness.layers.mechanism import state_bytes
+from harness.layers.model import StreamingLM
+from harness.taskkit.task import EVAL_SPLITS, SCORINGS
 
 #: an experiment name is one directory of the store: letters, digits, '.', '_' and '-', not starting with '.'
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
@@ -89,6 +89,21 @@ def check_name(name: str) -> None:
     if not NAME.fullmatch(name):
         raise ConfigError(f"name={name!r}: must be a plain non-empty name of letters, digits, '.', '_' or '-', "
                           "not starting with '.' (no path separators): runs are stored under <results_dir>/<name>/")
+
+
+def check_directory_names(config: RunConfig) -> None:
+    """The store, report and cache directories are paths a run can use as given.
+
+    An empty value would put them in whatever directory the command runs from, and a leading ``~``
+    reaches the store as a directory literally named ``~`` (Hydra does not expand it; only
+    ``cache_dir`` is expanded, as its default ``~/.cache/memarena`` needs).
+    """
+    for key in ("results_dir", "reports_dir", "cache_dir"):
+        value = getattr(config, key)
+        if value is not None and not str(value).strip():
+            raise ConfigError(f"{key}={value!r}: give a directory" + (" or null (no cache)" if key == "cache_dir" else ""))
+        if key != "cache_dir" and str(value).startswith("~"):
+            raise ConfigError(f"{key}={value!r}: '~' is not expanded here; give the full path (e.g. {key}=$HOME/...)")
 
 
 def check_grid(eval_grid: dict[str, list[Any]], task_grid: dict[str, list[Any]]) -> None:

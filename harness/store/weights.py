@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from harness.store import write_atomic
+from harness.store.records import write_atomic
 
 WEIGHTS_FILE = "model.pt"
 

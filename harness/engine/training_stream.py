@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from harness.config import TrainConfig
-from harness.task import Task
+from harness.taskkit.task import Task
 
 #: batches each worker prepares ahead of the training step
 PREFETCH = 4

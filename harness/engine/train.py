@@ -11,11 +11,11 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from harness.checkpoint import Checkpoints, random_states, restore_random_states
+from harness.engine.checkpoint import Checkpoints, random_states, restore_random_states
 from harness.config import TrainConfig
-from harness.model import StreamingLM
-from harness.task import IGNORE, Task
-from harness.training_stream import step_lengths, training_batches
+from harness.layers.model import StreamingLM
+from harness.taskkit.task import IGNORE, Task
+from harness.engine.training_stream import step_lengths, training_batches
 
 
 #: steps between two reads of the losses by the host (each read waits for the device)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.vocabulary import Vocabulary
+from harness.taskkit.vocabulary import Vocabulary
 
 
 def string_match_all(prediction: str, references: list[str]) -> float:

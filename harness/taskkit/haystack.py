@@ -26,7 +26,7 @@ from typing import Optional
 
 import numpy as np
 
-from harness.vocabulary import Vocabulary
+from harness.taskkit.vocabulary import Vocabulary
 
 FILLER = "the grass is green . the sky is blue . the sun is yellow . here we go . there and back again ."
 HAYSTACK_KINDS = ("repeat", "words", "text")

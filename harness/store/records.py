@@ -2,7 +2,7 @@
 
 Layout: ``<results_dir>/<experiment>/<run_id>/`` with ``config.yaml`` (the resolved config),
 ``outcomes.csv`` (one row per test example and metric, for paired statistics) and
-``result.json`` (its shape: harness/result_schema.py). Every file is written to a temporary name in the same
+``result.json`` (its shape: harness/store/schema.py). Every file is written to a temporary name in the same
 directory and renamed into place; ``result.json`` is written last, so a run whose
 ``result.json`` is present and valid is complete, and a run killed midway leaves no record and
 is redone on the next invocation. Concurrent writers of the same run write the same content and
@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from harness.config import semantic_config
-from harness.result_schema import SCHEMA_VERSION, record_problem
+from harness.store.schema import SCHEMA_VERSION, record_problem
 
 RESULT_FILE = "result.json"
 CONFIG_FILE = "config.yaml"

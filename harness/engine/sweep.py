@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from harness.store import write_atomic
+from harness.store.records import write_atomic
 
 STATUS_FILE = "memarena_status.json"
 

@@ -18,11 +18,11 @@ import torch
 from tqdm import tqdm
 
 from harness.config import EvalConfig
-from harness.example_cache import ExampleCache
-from harness.measure import is_out_of_memory, measure_example, synchronize
-from harness.model import StreamingLM
-from harness.stats import mean_interval
-from harness.task import Task, stack_tokens
+from harness.taskkit.example_cache import ExampleCache
+from harness.engine.measure import is_out_of_memory, measure_example, synchronize
+from harness.layers.model import StreamingLM
+from harness.report.stats import mean_interval
+from harness.taskkit.task import Task, stack_tokens
 
 
 @torch.no_grad()

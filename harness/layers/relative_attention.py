@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from harness.masks import causal_mask
+from harness.layers.masks import causal_mask
 
 _cpu_flash_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _FUSED_DTYPES = (torch.float32, torch.float64, torch.bfloat16)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from harness.mechanism import Mechanism, MechanismConfig, state_bytes
+from harness.layers.mechanism import Mechanism, MechanismConfig, state_bytes
 
 ModelState = list[dict[str, Any]]
 

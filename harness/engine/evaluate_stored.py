@@ -2,7 +2,7 @@
 
 ``memarena mode=eval <the run's overrides> eval.grid.context_len=[...]`` (or ``-m`` over a sweep)
 composes the config as a training run would, finds the stored runs of the same trained model (the
-same resolved config once ``harness.store.TRAINED_MODEL_EXCLUDES`` and the non-semantic keys are left out: the
+same resolved config once ``harness.store.records.TRAINED_MODEL_EXCLUDES`` and the non-semantic keys are left out: the
 evaluation grid, the other evaluation settings and the task's own grid shape no training), loads
 their weights (``model.pt``), evaluates the cells of the new grid their records lack, and adds
 those cells and outcomes to the records; cells already present are not recomputed. The record
@@ -24,11 +24,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import NEUTRAL_VALUES, semantic_config
-from harness.evaluate import evaluate
-from harness.example_cache import ExampleCache
-from harness.run import ConfigError, Plan, autocast, prepare, provenance, show_progress
-from harness.store import CONFIG_FILE, OUTCOMES_FILE, read_result, trained_model_id, write_run
-from harness.weights import WEIGHTS_FILE, load_weights
+from harness.engine.evaluate import evaluate
+from harness.taskkit.example_cache import ExampleCache
+from harness.engine.checks import ConfigError
+from harness.engine.plan import PlannedRun, autocast, prepare, show_progress
+from harness.engine.provenance import provenance
+from harness.store.records import CONFIG_FILE, OUTCOMES_FILE, read_result, trained_model_id, write_run
+from harness.store.weights import WEIGHTS_FILE, load_weights
 
 #: evaluation settings that choose the test examples and how they are scored: a stored cell is
 #: only "present", and new cells may only join a record, if they agree
@@ -40,7 +42,7 @@ def stored_semantic(run_dir: Path) -> dict[str, Any]:
     return semantic_config(container)
 
 
-def find_trained_runs(plan: Plan) -> list[Path]:
+def find_trained_runs(plan: PlannedRun) -> list[Path]:
     """The run directories of this experiment whose complete record trained the same model."""
     wanted = trained_model_id(plan.semantic)
     experiment = plan.run_dir.parent
@@ -48,7 +50,7 @@ def find_trained_runs(plan: Plan) -> list[Path]:
     return [path.parent for path in runs if trained_model_id(stored_semantic(path.parent)) == wanted]
 
 
-def _checked_runs(plan: Plan) -> list[tuple[Path, dict[str, Any]]]:
+def _checked_runs(plan: PlannedRun) -> list[tuple[Path, dict[str, Any]]]:
     """The stored runs to evaluate with their records; ConfigError, before any work, if there are none."""
     where = plan.run_dir.parent
     runs = find_trained_runs(plan)

@@ -172,7 +172,9 @@ def test_fwe_preset_matches_rulers_generator(length, corpus):
     task = preset_task("fwe", corpus)
     question = len(task.question) + 3
     text_len = length - question
-    vocab_size = length // 50  # freq_words_extraction.py: max_seq_length // 50 entries, vocab[0] = '...'
+    # freq_words_extraction.py (NVIDIA/RULER c3f5e3b), sys_kwext, lines 113-114: max_seq_length -= tokens_to_generate
+    # (50, scripts/data/synthetic/constants.py), then vocab_size = max_seq_length // 50; vocab[0] = '...' (line 81)
+    vocab_size = (length - 50) // 50
     ranks = np.arange(1, vocab_size + 1)
     ruler_counts = (text_len * ranks**-2.0 / zeta(2.0)).astype(int)  # gen_text's sampled_cnt
     for example in task.test_examples(seed=0, knobs={"context_len": length}, count=5):

@@ -1,7 +1,8 @@
 """RULER's synthetic presets (``task=ruler/<name>``) against RULER's generators.
 
 RULER's parameters are written down here from NVIDIA/RULER ``scripts/synthetic.yaml`` and
-``scripts/data/synthetic/{niah,variable_tracking,freq_words_extraction}.py``; each test draws
+``scripts/data/synthetic/{niah,variable_tracking,freq_words_extraction,common_words_extraction}.py``
+(NVIDIA/RULER at c3f5e3b); each test draws
 examples of a preset and compares their statistics with what RULER's code does with those
 parameters (where RULER draws at random, the same draws are simulated here with its rule).
 """
@@ -58,8 +59,8 @@ def preset_task(preset: str, corpus: str):
     return harness.build_task(**OmegaConf.to_container(compose_config(overrides(preset, corpus)).task))
 
 
-def test_the_presets_are_rulers_synthetic_ones_but_cwe():
-    assert PRESETS == sorted([*RULER_NIAH, "vt", "fwe"])  # cwe: not yet
+def test_the_presets_are_rulers_synthetic_ones():
+    assert PRESETS == sorted([*RULER_NIAH, "vt", "fwe", "cwe"])
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -188,3 +189,52 @@ def test_fwe_preset_matches_rulers_generator(length, corpus):
         assert task.score(example, task.oracle(example)) == {"string_match_all": 1.0, "exact_match": 1.0}
     assert task.coded_words(length) == vocab_size - 1
     assert task.chance(context_len=length)["string_match_all"] == pytest.approx(3 / 4900)
+
+
+def ruler_cwe_frequencies(max_seq_length: int) -> tuple[int, int]:
+    """common_words_extraction.py, generate_input_output, lines 102-111: below 4096 the example is
+    get_example(num_words, 6, 1, num_cw), else get_example(num_words, freq_cw=30, freq_ucw=3, num_cw)
+    (scripts/synthetic.yaml, cwe)."""
+    return (6, 1) if max_seq_length < 4096 else (30, 3)
+
+
+def ruler_cwe_num_words(max_seq_length: int, prompt_tokens, tokens_to_generate: int, incremental: int = 10) -> int:
+    """common_words_extraction.py, sys_word_pair_random, lines 137-169: RULER's binary search for the
+    largest number of words whose prompt (``prompt_tokens(num_words)``) plus the tokens to generate fits."""
+    tokens_per_words = prompt_tokens(4096) / 4096
+    estimated_max_words = int(max_seq_length // tokens_per_words) * 2
+    lower_bound, upper_bound = incremental, max(estimated_max_words, incremental * 2)
+    optimal_num_words = None
+    while lower_bound <= upper_bound:
+        mid = (lower_bound + upper_bound) // 2
+        if prompt_tokens(mid) + tokens_to_generate <= max_seq_length:
+            optimal_num_words, lower_bound = mid, mid + 1
+        else:
+            upper_bound = mid - 1
+    return optimal_num_words if optimal_num_words is not None else incremental
+
+
+@pytest.mark.parametrize("length", [256, 1024, 4095, 4096, 8192])
+def test_cwe_preset_matches_rulers_generator(length, corpus):
+    task = preset_task("cwe", corpus)
+    num_cw = 10  # scripts/synthetic.yaml, cwe: num_cw 10
+    common, other = ruler_cwe_frequencies(length)
+
+    def prompt_tokens(num_words: int) -> int:  # get_example's word list (lines 91-92) and the question, in tokens here
+        return num_cw * common + (num_words - num_cw) * other + len(task.question)
+
+    # RULER's tokens to generate are memarena's answer tokens: one per common word
+    words = ruler_cwe_num_words(length, prompt_tokens, tokens_to_generate=num_cw)
+    assert task.list_words(length) == words
+    for example in task.test_examples(seed=0, knobs={"context_len": length}, count=5):
+        assert len(example.tokens) == length
+        text = example.tokens[: length - num_cw - len(task.question)]
+        padding = text == task.pad
+        assert padding.sum() < other and not padding[padding.sum():].any()  # the leftover opens the example
+        ids, counts = np.unique(text[~padding], return_counts=True)
+        assert len(ids) == words and set(ids.tolist()) <= set(task.word_ids.tolist())
+        assert sorted(counts.tolist()) == [other] * (words - num_cw) + [common] * num_cw  # get_example's list
+        answer = example.labels[example.answer_positions]
+        assert sorted(answer.tolist()) == sorted(ids[counts == common].tolist())  # get_example returns `common`
+        assert task.score(example, task.oracle(example)) == {"string_match_all": 1.0, "exact_match": 1.0}
+    assert task.chance(context_len=length)["string_match_all"] == pytest.approx(10 / 4900)

@@ -151,7 +151,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "run_id": plan.run_id, "experiment": config.name, "mechanism": config.mechanism.name,
         "task": config.task.name, "seed": config.seed, "parameters": plan.model.num_parameters(),
         "bounded_state": plan.model.bounded, "primary_metric": plan.task.primary_metric,
-        "provenance": {**provenance(plan.device), "numerics": settings}, **({"tuning": tuning} if tuning else {}),
+        "provenance": {**provenance(plan.device), "numerics": settings, "data": plan.task.data_sources()},
+        **({"tuning": tuning} if tuning else {}),
         "measurement": {"peak_memory": MEMORY_METHOD[plan.device.type], "flops": FLOP_METHOD,
                         "precision": config.precision},
     }

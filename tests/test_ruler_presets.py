@@ -9,6 +9,8 @@ parameters (where RULER draws at random, the same draws are simulated here with 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
@@ -19,6 +21,7 @@ from conftest import compose_config
 from harness.config import CONF_DIR
 from harness.haystack import made_up_words
 from harness.run import ConfigError, prepare
+from tasks.sample_corpus import SAMPLE_NAME
 
 #: scripts/synthetic.yaml: (type_haystack, type_needle_k, type_needle_v, num_needle_k, num_needle_v, num_needle_q)
 RULER_NIAH = {
@@ -70,12 +73,28 @@ def test_each_preset_names_itself_and_its_cpu_variant_builds(preset, corpus, tmp
     assert plan.task.evaluation_grid(plan.config.eval.grid) == {"context_len": [256, 512]}  # no depth knob
 
 
-def test_an_essay_preset_reads_the_shipped_sample_unless_told_otherwise(tmp_path):
+def test_an_essay_preset_reads_the_shipped_sample_unless_told_otherwise(tmp_path, corpus):
     plan = prepare(compose_config(["task=ruler/niah_single_2", "experiment=ruler_cpu", f"results_dir={tmp_path}"]))
     assert "rabbit" in plan.task.vocab.ids  # Alice's Adventures in Wonderland, tasks/sample_corpus.py
+    assert plan.task.data_sources()["corpus"] == SAMPLE_NAME  # what the run's record names
+    assert preset_task("niah_single_2", corpus).data_sources()["corpus"] == corpus
     with pytest.raises(ConfigError, match="corpus_path"):
         prepare(compose_config(["task=ruler/niah_single_2", "experiment=ruler_cpu", f"results_dir={tmp_path}",
                                 f"task.corpus_path={tmp_path / 'missing.txt'}"]))
+
+
+@pytest.mark.parametrize("preset", ["niah_single_2", "vt"])
+def test_a_text_haystack_longer_than_its_corpus_warns_that_it_repeats(preset):
+    task = harness.build_task(**OmegaConf.to_container(compose_config(
+        [f"task=ruler/{preset}", "task.haystack=text"]).task))
+    words = task.data_sources()["corpus_words"]
+    fits = words + LENGTH - task.filler_len(LENGTH)  # a haystack of the whole corpus, once
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task.validate_cell({"context_len": fits})
+    with pytest.warns(UserWarning, match=f"up to {words + 1} words is longer than its corpus of {words} words, "
+                                         "the shipped sample"):
+        task.validate_cell({"context_len": fits + 1})
 
 
 def needle_starts(task, example) -> np.ndarray:

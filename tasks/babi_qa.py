@@ -37,13 +37,14 @@ from typing import Any, Optional
 
 import numpy as np
 
+from harness.taskkit.haystack import corpus_sources, warn_if_corpus_repeats
 from harness.registry import register_task
 from harness.taskkit.task import EVAL_SPLITS, IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.taskkit.vocabulary import Vocabulary
 from tasks.babi_stories import (LABELS, OBJECTS, OPPOSITE, PEOPLE, PLACES, QA_KINDS, QUESTION_SHARES, QUESTIONS,
                                 STATEMENTS, VERBS, Story, answer_story, generate_story, last_question, read_babi_file,
                                 sentences)
-from tasks.sample_corpus import SAMPLE_CORPUS
+from tasks.sample_corpus import corpus_file
 
 UNKNOWN = "<unk>"
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|[^\w\s]")  # words (with inner apostrophes) and punctuation marks
@@ -93,7 +94,8 @@ class BabiQa(Task):
         if config.min_sentence_tokens < 1 or config.max_haystack_words < 1:
             raise ValueError("babi_qa: min_sentence_tokens and max_haystack_words must be at least 1, got "
                              f"{config.min_sentence_tokens} and {config.max_haystack_words}")
-        corpus = Path(config.corpus_path) if config.corpus_path else SAMPLE_CORPUS
+        path, name = corpus_file(config.corpus_path)
+        corpus = Path(path)
         if not corpus.is_file():
             raise ValueError(f"babi_qa: corpus_path={config.corpus_path!r} is not a file")
         background = corpus_sentences(corpus, config.min_sentence_tokens)
@@ -101,6 +103,8 @@ class BabiQa(Task):
             raise ValueError(f"babi_qa: corpus_path={str(corpus)!r} has no sentence of min_sentence_tokens="
                              f"{config.min_sentence_tokens} tokens or more")
         counts = Counter(word for sentence in background for word in sentence)
+        #: the background corpus, for the record: its name, its words in usable sentences, its hash
+        self.sources = corpus_sources(name, corpus.read_text(encoding="utf-8"), counts.total())
         self.haystack_words = sorted(counts, key=lambda word: (-counts[word], word))[: config.max_haystack_words]
         self.stories = self._read_files(config) if config.babi_dir else None
         super().__init__(config)
@@ -138,7 +142,11 @@ class BabiQa(Task):
         """Room for the shortest 1% of the stories of ``qa`` (shorter ones are redrawn)."""
         return MIN_CONTEXT_LEN[knobs["qa"]]
 
+    def data_sources(self) -> dict[str, Any]:
+        return self.sources
+
     def check_knobs(self, knobs: dict[str, Any]) -> None:
+        warn_if_corpus_repeats(self.sources["corpus"], self.sources["corpus_words"], knobs["context_len"])
         if knobs["qa"] not in QA_KINDS:
             raise ValueError(f"babi_qa: qa must be one of {list(QA_KINDS)}, got {knobs['qa']}")
         if self.stories is not None and knobs["qa"] not in self.stories[self.config.test_split]:

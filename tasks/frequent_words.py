@@ -6,8 +6,9 @@ the word of rank k (k >= 2) occurs ``floor(T x k^-zipf_alpha / zeta(zipf_alpha))
 is the noise word "..." (RULER's ``vocab[0] = '...'``), which also takes the tokens the floors
 leave over, so that the text is exactly T words. The coded words are drawn per example from a pool
 of ``num_words`` made-up words: all of them (memarena's own fixed vocabulary), or with
-``tokens_per_vocab_word = n`` ``context_len // n - 1`` of them, so that the vocabulary grows with
-the context as RULER's ``vocab_size = max_seq_length // 50`` does. The words are shuffled. The
+``tokens_per_vocab_word = n`` and ``tokens_to_generate = g`` ``(context_len - g) // n - 1`` of them,
+so that the vocabulary grows with the context as RULER's does (``sys_kwext``: ``max_seq_length``
+less its 50 tokens to generate, ``// 50`` entries, the first the noise). The words are shuffled. The
 question asks for the ``top_k`` most frequent coded words (ranks 2 .. top_k + 1), most frequent
 first. Worked example with ``num_words=8``, ``top_k=2``, ``context_len=48`` (T = 36)::
 
@@ -46,9 +47,12 @@ class FrequentWordsConfig(TaskConfig):
     name: str = "frequent_words"
     #: pool of coded words (made-up words, at most 4,900)
     num_words: int = 32
-    #: 0: every example uses all ``num_words`` words; n: ``context_len // n - 1`` of them
-    #: (RULER: 50, its vocabulary of ``max_seq_length // 50`` entries, the first the noise "...")
+    #: 0: every example uses all ``num_words`` words; n: ``(context_len - tokens_to_generate) // n - 1``
+    #: of them (RULER: 50, its vocabulary of ``(max_seq_length - 50) // 50`` entries, the first the noise "...")
     tokens_per_vocab_word: int = 0
+    #: tokens taken off context_len before the vocabulary is sized with tokens_per_vocab_word (RULER: its
+    #: tokens_to_generate, 50); the answer is top_k tokens whatever this is
+    tokens_to_generate: int = 0
     #: coded words asked for (RULER: 3; 2 fits examples of 48 tokens, 3 needs 66)
     top_k: int = 2
     #: exponent of the Zipf counts (RULER's alpha), above 1
@@ -66,8 +70,9 @@ class FrequentWords(Task):
                              f"num_words={config.num_words}")
         if config.zipf_alpha <= 1:
             raise ValueError(f"frequent_words: zipf_alpha must be above 1 (zeta diverges), got {config.zipf_alpha}")
-        if config.tokens_per_vocab_word < 0:
-            raise ValueError(f"frequent_words: tokens_per_vocab_word must be at least 0, got {config.tokens_per_vocab_word}")
+        for key in ("tokens_per_vocab_word", "tokens_to_generate"):
+            if getattr(config, key) < 0:
+                raise ValueError(f"frequent_words: {key} must be at least 0, got {getattr(config, key)}")
         if config.num_words > len(word_pool()):  # no haystack: the pool's noise half is free for coded words
             raise ValueError(f"frequent_words: num_words={config.num_words} exceeds the {len(word_pool())} made-up words")
         self.words = list(word_pool()[: config.num_words])
@@ -84,7 +89,7 @@ class FrequentWords(Task):
     def coded_words(self, context_len: int) -> int:
         """Coded words in an example of ``context_len`` tokens."""
         per_word = self.config.tokens_per_vocab_word
-        return self.config.num_words if per_word == 0 else context_len // per_word - 1
+        return self.config.num_words if per_word == 0 else (context_len - self.config.tokens_to_generate) // per_word - 1
 
     def counts(self, text_len: int, words: int) -> np.ndarray:
         """Occurrences of the coded words of ranks 2 .. words + 1 in a text of ``text_len`` words."""
@@ -104,7 +109,9 @@ class FrequentWords(Task):
     def min_context_len(self, knobs: dict[str, Any]) -> int:
         least = self.min_text_len + len(self.question) + self.config.top_k
         per_word = self.config.tokens_per_vocab_word
-        return max(least, per_word * (self.config.top_k + 1))  # at least top_k coded words
+        if per_word == 0:
+            return least
+        return max(least, self.config.tokens_to_generate + per_word * (self.config.top_k + 1))  # top_k coded words
 
     def check_knobs(self, knobs: dict[str, Any]) -> None:
         if self.coded_words(knobs["context_len"]) > self.config.num_words:

@@ -42,7 +42,7 @@ from harness.registry import register_task
 from harness.taskkit.string_match import answer_scores
 from harness.taskkit.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.taskkit.vocabulary import Vocabulary
-from tasks.sample_corpus import SAMPLE_CORPUS
+from tasks.sample_corpus import corpus_file
 
 NEEDLE = "one of the special magic {kind} for {key} is : {value} ."
 QUESTION = "what are all the special magic {kind} for {keys} ? answer :"
@@ -102,7 +102,7 @@ class Niah(Task):
             raise ValueError("niah: placement='depth' would split a distractor needle of haystack='needles'; "
                              "use placement='random'")
         self.haystack: Optional[Haystack] = None if needles else Haystack(config.haystack, config.noise_words,
-                                                                           config.corpus_path or str(SAMPLE_CORPUS))
+                                                                           *corpus_file(config.corpus_path))
         self.key_pool = made_up_words(config.key_words) if config.key_type == "words" else []
         super().__init__(config)
         if self.haystack is not None:
@@ -149,9 +149,18 @@ class Niah(Task):
         filler = count * self.needle_len if self.haystack is None else self.haystack.min_length(count)
         return self.num_needles * self.needle_len + filler + self.question_len + self.answer_len
 
+    def filler_len(self, context_len: int) -> int:
+        """Tokens of the haystack in an example of ``context_len`` tokens."""
+        return context_len - self.num_needles * self.needle_len - self.question_len - self.answer_len
+
+    def data_sources(self) -> dict[str, Any]:
+        return self.haystack.sources if self.haystack is not None else {}
+
     def check_knobs(self, knobs: dict[str, Any]) -> None:
         if "depth" in knobs and not 0.0 <= knobs["depth"] <= 1.0:
             raise ValueError(f"niah: depth must be in [0, 1], got {knobs['depth']}")
+        if self.haystack is not None:
+            self.haystack.warn_if_repeated(self.filler_len(knobs["context_len"]))
 
     def training_knobs(self, rng: np.random.Generator, context_len: int) -> dict[str, Any]:
         if self.config.placement == "depth":
@@ -216,15 +225,14 @@ class Niah(Task):
         for i, key in enumerate(asked):
             parts += [[self.vocab.ids[KEY_SEPARATOR]], keys[key]] if i else [keys[key]]
         question = np.concatenate((*parts, self.question_suffix))
-        filler_len = context_len - self.num_needles * self.needle_len - len(question) - self.answer_len
-        filler, starts = self._filler(rng, filler_len, keys)
+        filler, starts = self._filler(rng, self.filler_len(context_len), keys)
         order = rng.permutation(self.num_needles)  # needles in context order, as RULER shuffles them
         if config.placement == "random":
             positions = self._places(rng, filler, starts, self.num_needles)
         else:
             together = np.isin(owner[order], asked)
             order = np.concatenate((order[together], order[~together]))
-            positions = np.concatenate((np.full(together.sum(), round(depth * filler_len)),
+            positions = np.concatenate((np.full(together.sum(), round(depth * len(filler))),
                                         self._places(rng, filler, starts, int((~together).sum()))))
             by_place = np.argsort(positions, kind="stable")
             order, positions = order[by_place], positions[by_place]

@@ -8,3 +8,12 @@ RULER reads Paul Graham's essays and BABILong PG-19 books, which cannot be shipp
 from pathlib import Path
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent / "data" / "haystack" / "alice_in_wonderland.txt"
+#: how records and warnings name the sample (its path in any checkout or install)
+SAMPLE_NAME = ("the shipped sample tasks/data/haystack/alice_in_wonderland.txt (chapters I-IV of Alice's Adventures "
+               "in Wonderland)")
+
+
+def corpus_file(corpus_path: str | None) -> tuple[str, str]:
+    """The file a task reads for its ``corpus_path`` option, and its name in records and warnings:
+    the path given, or (None) the shipped sample."""
+    return (corpus_path, corpus_path) if corpus_path else (str(SAMPLE_CORPUS), SAMPLE_NAME)

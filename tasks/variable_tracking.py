@@ -37,7 +37,7 @@ from harness.registry import register_task
 from harness.taskkit.string_match import answer_scores
 from harness.taskkit.task import IGNORE, Example, Task, TaskConfig, answer_labels
 from harness.taskkit.vocabulary import Vocabulary
-from tasks.sample_corpus import SAMPLE_CORPUS
+from tasks.sample_corpus import corpus_file
 
 VALUE_STATEMENT = "var {name} = {value} ."
 COPY_STATEMENT = "var {name} = var {source} ."
@@ -81,7 +81,7 @@ class VariableTracking(Task):
                              f"{config.num_chains * (config.num_hops + 1)} variables of an example")
         if 9 * 10 ** (config.value_digits - 1) - 1 < config.num_chains:
             raise ValueError("variable_tracking: too few values of value_digits digits for num_chains distinct ones")
-        self.haystack = Haystack(config.haystack, config.noise_words, config.corpus_path or str(SAMPLE_CORPUS))
+        self.haystack = Haystack(config.haystack, config.noise_words, *corpus_file(config.corpus_path))
         self.name_pool = made_up_words(config.name_words) if config.name_letters == 0 else LETTERS
         super().__init__(config)
         self.haystack.bind(self.vocab)
@@ -99,12 +99,25 @@ class VariableTracking(Task):
         """Tokens of a value statement and of a copy statement."""
         return 3 + self.name_len + self.config.value_digits, 4 + 2 * self.name_len
 
-    def min_context_len(self, knobs: dict[str, Any]) -> int:
-        config = self.config
+    def statement_tokens(self) -> int:
+        """Tokens of all the statements of an example."""
         value, copy = self.statement_lengths()
-        statements = config.num_chains * (value + config.num_hops * copy)
+        return self.config.num_chains * (value + self.config.num_hops * copy)
+
+    def filler_len(self, context_len: int) -> int:
+        """Tokens of the haystack in an example of ``context_len`` tokens."""
+        return context_len - self.statement_tokens() - self.question_len - self.answer_len
+
+    def data_sources(self) -> dict[str, Any]:
+        return self.haystack.sources
+
+    def min_context_len(self, knobs: dict[str, Any]) -> int:
         # RULER's noise haystack puts a chain's statements before distinct units
-        return statements + self.haystack.min_length(config.num_hops + 1) + self.question_len + self.answer_len
+        return (self.statement_tokens() + self.haystack.min_length(self.config.num_hops + 1) + self.question_len
+                + self.answer_len)
+
+    def check_knobs(self, knobs: dict[str, Any]) -> None:
+        self.haystack.warn_if_repeated(self.filler_len(knobs["context_len"]))
 
     def _names(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """``count`` different names as rows of token ids."""
@@ -157,8 +170,7 @@ class VariableTracking(Task):
             statements += [self.vocab.encode(line) for line in text]
         question = self.vocab.encode(QUESTION.format(value=" ".join(str(values[0]))))
         answer = names[: hops + 1].ravel()
-        filler_len = context_len - sum(len(s) for s in statements) - len(question) - len(answer)
-        filler = self.haystack.sample(rng, filler_len)
+        filler = self.haystack.sample(rng, self.filler_len(context_len))
         order, positions = self._places(rng, filler, chains)
         context = insert(filler, [statements[i] for i in order], positions)
         tokens = np.concatenate((context, question, answer))

@@ -1,12 +1,15 @@
 """RULER's synthetic presets (``task=ruler/<name>``) against RULER's generators.
 
 RULER's parameters are written down here from NVIDIA/RULER ``scripts/synthetic.yaml`` and
-``scripts/data/synthetic/{niah,variable_tracking,freq_words_extraction}.py``; each test draws
+``scripts/data/synthetic/{niah,variable_tracking,freq_words_extraction,common_words_extraction}.py``
+(NVIDIA/RULER at c3f5e3b); each test draws
 examples of a preset and compares their statistics with what RULER's code does with those
 parameters (where RULER draws at random, the same draws are simulated here with its rule).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +22,7 @@ from harness.config import CONF_DIR
 from harness.taskkit.haystack import made_up_words
 from harness.engine.checks import ConfigError
 from harness.engine.plan import prepare
+from tasks.sample_corpus import SAMPLE_NAME
 
 #: scripts/synthetic.yaml: (type_haystack, type_needle_k, type_needle_v, num_needle_k, num_needle_v, num_needle_q)
 RULER_NIAH = {
@@ -59,8 +63,8 @@ def preset_task(preset: str, corpus: str):
     return harness.build_task(**OmegaConf.to_container(compose_config(overrides(preset, corpus)).task))
 
 
-def test_the_presets_are_rulers_synthetic_ones_but_cwe():
-    assert PRESETS == sorted([*RULER_NIAH, "vt", "fwe"])  # cwe: not yet
+def test_the_presets_are_rulers_synthetic_ones():
+    assert PRESETS == sorted([*RULER_NIAH, "vt", "fwe", "cwe"])
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -70,12 +74,28 @@ def test_each_preset_names_itself_and_its_cpu_variant_builds(preset, corpus, tmp
     assert plan.task.evaluation_grid(plan.config.eval.grid) == {"context_len": [256, 512]}  # no depth knob
 
 
-def test_an_essay_preset_reads_the_shipped_sample_unless_told_otherwise(tmp_path):
+def test_an_essay_preset_reads_the_shipped_sample_unless_told_otherwise(tmp_path, corpus):
     plan = prepare(compose_config(["task=ruler/niah_single_2", "experiment=ruler_cpu", f"results_dir={tmp_path}"]))
     assert "rabbit" in plan.task.vocab.ids  # Alice's Adventures in Wonderland, tasks/sample_corpus.py
+    assert plan.task.data_sources()["corpus"] == SAMPLE_NAME  # what the run's record names
+    assert preset_task("niah_single_2", corpus).data_sources()["corpus"] == corpus
     with pytest.raises(ConfigError, match="corpus_path"):
         prepare(compose_config(["task=ruler/niah_single_2", "experiment=ruler_cpu", f"results_dir={tmp_path}",
                                 f"task.corpus_path={tmp_path / 'missing.txt'}"]))
+
+
+@pytest.mark.parametrize("preset", ["niah_single_2", "vt"])
+def test_a_text_haystack_longer_than_its_corpus_warns_that_it_repeats(preset):
+    task = harness.build_task(**OmegaConf.to_container(compose_config(
+        [f"task=ruler/{preset}", "task.haystack=text"]).task))
+    words = task.data_sources()["corpus_words"]
+    fits = words + LENGTH - task.filler_len(LENGTH)  # a haystack of the whole corpus, once
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task.validate_cell({"context_len": fits})
+    with pytest.warns(UserWarning, match=f"up to {words + 1} words is longer than its corpus of {words} words, "
+                                         "the shipped sample"):
+        task.validate_cell({"context_len": fits + 1})
 
 
 def needle_starts(task, example) -> np.ndarray:
@@ -173,7 +193,9 @@ def test_fwe_preset_matches_rulers_generator(length, corpus):
     task = preset_task("fwe", corpus)
     question = len(task.question) + 3
     text_len = length - question
-    vocab_size = length // 50  # freq_words_extraction.py: max_seq_length // 50 entries, vocab[0] = '...'
+    # freq_words_extraction.py (NVIDIA/RULER c3f5e3b), sys_kwext, lines 113-114: max_seq_length -= tokens_to_generate
+    # (50, scripts/data/synthetic/constants.py), then vocab_size = max_seq_length // 50; vocab[0] = '...' (line 81)
+    vocab_size = (length - 50) // 50
     ranks = np.arange(1, vocab_size + 1)
     ruler_counts = (text_len * ranks**-2.0 / zeta(2.0)).astype(int)  # gen_text's sampled_cnt
     for example in task.test_examples(seed=0, knobs={"context_len": length}, count=5):
@@ -187,3 +209,52 @@ def test_fwe_preset_matches_rulers_generator(length, corpus):
         assert task.score(example, task.oracle(example)) == {"string_match_all": 1.0, "exact_match": 1.0}
     assert task.coded_words(length) == vocab_size - 1
     assert task.chance(context_len=length)["string_match_all"] == pytest.approx(3 / 4900)
+
+
+def ruler_cwe_frequencies(max_seq_length: int) -> tuple[int, int]:
+    """common_words_extraction.py, generate_input_output, lines 102-111: below 4096 the example is
+    get_example(num_words, 6, 1, num_cw), else get_example(num_words, freq_cw=30, freq_ucw=3, num_cw)
+    (scripts/synthetic.yaml, cwe)."""
+    return (6, 1) if max_seq_length < 4096 else (30, 3)
+
+
+def ruler_cwe_num_words(max_seq_length: int, prompt_tokens, tokens_to_generate: int, incremental: int = 10) -> int:
+    """common_words_extraction.py, sys_word_pair_random, lines 137-169: RULER's binary search for the
+    largest number of words whose prompt (``prompt_tokens(num_words)``) plus the tokens to generate fits."""
+    tokens_per_words = prompt_tokens(4096) / 4096
+    estimated_max_words = int(max_seq_length // tokens_per_words) * 2
+    lower_bound, upper_bound = incremental, max(estimated_max_words, incremental * 2)
+    optimal_num_words = None
+    while lower_bound <= upper_bound:
+        mid = (lower_bound + upper_bound) // 2
+        if prompt_tokens(mid) + tokens_to_generate <= max_seq_length:
+            optimal_num_words, lower_bound = mid, mid + 1
+        else:
+            upper_bound = mid - 1
+    return optimal_num_words if optimal_num_words is not None else incremental
+
+
+@pytest.mark.parametrize("length", [256, 1024, 4095, 4096, 8192])
+def test_cwe_preset_matches_rulers_generator(length, corpus):
+    task = preset_task("cwe", corpus)
+    num_cw = 10  # scripts/synthetic.yaml, cwe: num_cw 10
+    common, other = ruler_cwe_frequencies(length)
+
+    def prompt_tokens(num_words: int) -> int:  # get_example's word list (lines 91-92) and the question, in tokens here
+        return num_cw * common + (num_words - num_cw) * other + len(task.question)
+
+    # RULER's tokens to generate are memarena's answer tokens: one per common word
+    words = ruler_cwe_num_words(length, prompt_tokens, tokens_to_generate=num_cw)
+    assert task.list_words(length) == words
+    for example in task.test_examples(seed=0, knobs={"context_len": length}, count=5):
+        assert len(example.tokens) == length
+        text = example.tokens[: length - num_cw - len(task.question)]
+        padding = text == task.pad
+        assert padding.sum() < other and not padding[padding.sum():].any()  # the leftover opens the example
+        ids, counts = np.unique(text[~padding], return_counts=True)
+        assert len(ids) == words and set(ids.tolist()) <= set(task.word_ids.tolist())
+        assert sorted(counts.tolist()) == [other] * (words - num_cw) + [common] * num_cw  # get_example's list
+        answer = example.labels[example.answer_positions]
+        assert sorted(answer.tolist()) == sorted(ids[counts == common].tolist())  # get_example returns `common`
+        assert task.score(example, task.oracle(example)) == {"string_match_all": 1.0, "exact_match": 1.0}
+    assert task.chance(context_len=length)["string_match_all"] == pytest.approx(10 / 4900)

@@ -153,6 +153,29 @@ def test_frequent_words_ranks_move_between_examples():
     assert len(top) > 10
 
 
+def test_common_words_hand_checked_example():
+    task, e = example("common_words", {"context_len": 32}, num_words=16)
+    assert task.vocab.decode(e.tokens) == (
+        "nilu lata vovo nilu lata nilu nilu lamo mopa rosi lata kole lata nilu nilu lata dibi fano goru lata "
+        "what are the 2 most common words ? answer : nilu lata")
+    swapped = task.oracle(e)
+    swapped[e.answer_positions] = swapped[e.answer_positions[::-1]]
+    assert task.score(e, swapped) == {"string_match_all": 1.0, "exact_match": 0.0}
+    assert task.chance(context_len=32) == pytest.approx({"string_match_all": 2 / 16, "exact_match": 1 / 240})
+
+
+def test_common_words_switch_to_rulers_long_frequencies_and_pad_the_leftover():
+    task = harness.build_task("common_words", num_words=4900, num_cw=10)
+    assert (task.frequencies(4095), task.frequencies(4096)) == ((6, 1), (30, 3))
+    assert task.list_words(4096) == 10 + (4096 - 10 - 10 - 300) // 3
+    e = task.generate(np.random.default_rng(0), context_len=4096)
+    assert (e.tokens[:2] == task.pad).all() and e.tokens[2] != task.pad  # (4076 - 300) % 3 = 2 tokens left over
+    with pytest.raises(ValueError, match="num_words"):
+        harness.build_task("common_words").validate_cell({"context_len": 1047})
+    with pytest.raises(ValueError, match="freq_ucw < freq_cw"):
+        harness.build_task("common_words", freq_ucw=30)
+
+
 def test_frequent_words_rejects_lengths_beyond_its_pool():
     task = harness.build_task("frequent_words", num_words=10, tokens_per_vocab_word=50)
     task.validate_cell({"context_len": 550})

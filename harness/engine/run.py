@@ -68,7 +68,8 @@ def execute(planned: PlannedRun, tuning: dict[str, Any] | None = None, reused: P
         "run_id": planned.run_id, "experiment": config.name, "mechanism": config.mechanism.name,
         "task": config.task.name, "seed": config.seed, "parameters": model.num_parameters(),
         "bounded_state": model.bounded, "primary_metric": planned.task.primary_metric,
-        "provenance": {**provenance(planned.device), "numerics": settings}, **({"tuning": tuning} if tuning else {}),
+        "provenance": {**provenance(planned.device), "numerics": settings, "data": planned.task.data_sources()},
+        **({"tuning": tuning} if tuning else {}),
         "measurement": {"peak_memory": MEMORY_METHOD[planned.device.type], "flops": FLOP_METHOD,
                         "precision": config.precision},
     }

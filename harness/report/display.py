@@ -288,7 +288,19 @@ def task_notes(board: Leaderboard, task: str) -> list[str]:
     if not lengths.empty and lengths["beyond_training"].any():
         notes.append(f"{BEYOND_TRAINING} a length beyond the longest the configuration was trained on "
                      "(length extrapolation).")
+    notes += corpus_notes(board, task)
     return notes
+
+
+def corpus_notes(board: Leaderboard, task: str) -> list[str]:
+    """The background corpora the task's runs name in their records (``provenance.data``)."""
+    corpora = Counter()
+    for record in board.task_runs(task)["record"]:
+        data = (record.get("provenance") or {}).get("data") or {}
+        if "corpus" in data:
+            corpora[(data["corpus"], data["corpus_words"])] += 1
+    return [f"Background text of {count} run(s): {corpus}, {words} words; a longer background repeats it."
+            for (corpus, words), count in sorted(corpora.items())]
 
 
 def cost_notes(board: Leaderboard, task: str) -> list[str]:

@@ -6,7 +6,8 @@ Three kinds of haystack (RULER's noise, BABILong's background text):
   the easiest: a model can learn to ignore it.
 - ``words``: tokens drawn uniformly from ``noise_words`` made-up words; nothing to learn in it.
 - ``text``: consecutive words of a natural-text corpus (``corpus_path``, a UTF-8 text file split
-  on whitespace and lower-cased), starting at a random offset and wrapping around.
+  on whitespace and lower-cased), starting at a random offset and wrapping around: a background
+  longer than the corpus repeats it, and ``Haystack.warn_if_repeated`` says so.
 
 Needles, statements or facts go between units of the haystack (a paragraph of ``repeat``, a sentence
 of ``text``, a word of ``words``); ``Haystack.place`` draws their places as RULER does.
@@ -19,10 +20,12 @@ two never share a word.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -64,10 +67,26 @@ class HaystackConfig:
     corpus_path: Optional[str] = None
 
 
+def warn_if_corpus_repeats(corpus: str, corpus_words: int, length: int) -> None:
+    """Warn if a background of up to ``length`` words is longer than its corpus (``corpus_words``
+    words, named ``corpus``), so that the corpus's text repeats within one example."""
+    if length > corpus_words:
+        warnings.warn(f"a background of up to {length} words is longer than its corpus of {corpus_words} words, "
+                      f"{corpus}: its text repeats within an example. Point task.corpus_path at a longer UTF-8 text "
+                      "for lengths like this one", stacklevel=3)
+
+
+def corpus_sources(corpus: str, text: str, words: int) -> dict[str, Any]:
+    """How a run's record names the corpus it read: its name, its words and the SHA-256 of its text."""
+    return {"corpus": corpus, "corpus_words": words, "corpus_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
 class Haystack:
     """Background tokens of one kind; ``words`` lists what it adds to a task's vocabulary."""
 
-    def __init__(self, kind: str, noise_words: int = 256, corpus_path: str | None = None):
+    def __init__(self, kind: str, noise_words: int = 256, corpus_path: str | None = None,
+                 corpus_name: str | None = None):
+        """``corpus_name`` names the corpus in records and warnings (default: ``corpus_path``)."""
         if kind not in HAYSTACK_KINDS:
             raise ValueError(f"haystack={kind!r}; choose one of {list(HAYSTACK_KINDS)}")
         if kind == "text" and not corpus_path:
@@ -75,6 +94,8 @@ class Haystack:
         if kind == "words" and not 1 <= noise_words <= len(word_pool()) // 2:
             raise ValueError(f"noise_words must be in [1, {len(word_pool()) // 2}], got {noise_words}")
         self.kind = kind
+        #: what a run's record names as read (the corpus of ``text``; nothing for the others)
+        self.sources: dict[str, Any] = {}
         if kind == "repeat":
             self.text = FILLER.split()
             self.words = list(self.text)
@@ -84,12 +105,19 @@ class Haystack:
             path = Path(corpus_path)
             if not path.is_file():
                 raise ValueError(f"corpus_path={corpus_path!r} is not a file")
-            self.text = path.read_text(encoding="utf-8").lower().split()
+            raw = path.read_text(encoding="utf-8")
+            self.text = raw.lower().split()
             if not self.text:
                 raise ValueError(f"corpus_path={corpus_path!r} holds no words")
             self.words = sorted(set(self.text))
+            self.sources = corpus_sources(corpus_name or corpus_path, raw, len(self.text))
         self._ids: np.ndarray | None = None
         self._ends_sentence: np.ndarray | None = None
+
+    def warn_if_repeated(self, length: int) -> None:
+        """Warn if a sample of ``length`` tokens of a ``text`` haystack repeats its corpus."""
+        if self.kind == "text":
+            warn_if_corpus_repeats(self.sources["corpus"], len(self.text), length)
 
     def bind(self, vocab: Vocabulary) -> None:
         """Encode the haystack's words with the task's vocabulary (which must contain them)."""

@@ -144,6 +144,11 @@ class Task:
         a task whose knobs are tied to each other (one per length) narrows it."""
         return grid_cells(self.evaluation_grid(grid))
 
+    def data_sources(self) -> dict[str, Any]:
+        """What the task reads besides its options (a background corpus: its name, words and hash), for
+        every run's record (``provenance.data``); {} for a task that reads nothing."""
+        return {}
+
     def min_context_len(self, knobs: dict[str, Any]) -> int:
         """The fewest tokens an example of the cell ``knobs`` (context_len aside) can have."""
         return 1

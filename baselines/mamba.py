@@ -22,6 +22,7 @@ whatever the context length. ``expand`` = 1 keeps the default parameter-matched 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -97,22 +98,41 @@ class Mamba(Mechanism):
 
 def ssd_chunked(u: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h: torch.Tensor,
                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """h_t = exp(log_decay_t) h_{t-1} + u_t b_t^T, y_t = h_t c_t, in chunks.
+    """h_t = exp(log_decay_t) h_{t-1} + u_t b_t^T, y_t = h_t c_t, in chunks, without a loop over them.
 
     u [B, T, G, P] (inputs times dt), log_decay [B, T, G] (dt A, negative), b and c [B, T, N],
     h [B, G, P, N] the state before the first position. Returns y [B, T, G, P] and the last h.
+    The state-space-dual form of Dao & Gu 2024 (their listing 1, with the carried state): within a
+    chunk an L x L matrix of decays times (c_t . b_s); each chunk's own writes to the state; the
+    states at the chunk starts from a (chunks + 1) x (chunks + 1) matrix of decays between chunk
+    ends applied to [h, writes]; their read-out. Padded positions (T not a multiple of the chunk)
+    decay by nothing and write nothing.
     """
-    outputs = []
-    for uc, ac, bc, cc in zip(u.split(chunk, 1), log_decay.split(chunk, 1), b.split(chunk, 1), c.split(chunk, 1)):
-        L = uc.shape[1]
-        cumulative = ac.cumsum(dim=1).transpose(1, 2)  # B, G, L
-        gaps = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2)  # B, G, L(t), L(s): decay from s to t
-        causal = torch.ones(L, L, dtype=torch.bool, device=u.device).tril()
-        decay = torch.exp(gaps.masked_fill(~causal, -torch.inf))  # B, G, L, L
-        weights = decay * (cc @ bc.transpose(1, 2)).unsqueeze(1)  # B, G, L, L
-        within = torch.einsum("bgts,bsgp->btgp", weights, uc)
-        carried = torch.einsum("btn,bgpn,bgt->btgp", cc, h, torch.exp(cumulative))
-        outputs.append(within + carried)
-        to_end = torch.exp(cumulative[:, :, -1:] - cumulative)  # B, G, L
-        h = h * torch.exp(cumulative[:, :, -1]).view(*h.shape[:2], 1, 1) + torch.einsum("bgs,bsgp,bsn->bgpn", to_end, uc, bc)
-    return torch.cat(outputs, dim=1), h
+    Bsz, T = u.shape[:2]
+    L = min(chunk, T)
+    pad = -T % L
+    if pad:
+        u, log_decay, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (u, log_decay, b, c))
+    u = u.unflatten(1, (-1, L))  # B, K, L, G, P (K chunks)
+    b, c = b.unflatten(1, (-1, L)), c.unflatten(1, (-1, L))  # B, K, L, N
+    cumulative = log_decay.unflatten(1, (-1, L)).permute(0, 3, 1, 2).cumsum(-1)  # B, G, K, L
+    decay = torch.exp(_gaps(cumulative))  # B, G, K, L(t), L(s): decay from s to t
+    within = torch.einsum("bgkts,bkts,bksgp->bktgp", decay, c @ b.transpose(-1, -2), u)
+    to_end = torch.exp(cumulative[..., -1:] - cumulative)  # B, G, K, L
+    writes = torch.einsum("bgks,bksgp,bksn->bkgpn", to_end, u, b)  # B, K, G, P, N
+    # states at the K chunk starts and after the last chunk, from h and the chunks' writes
+    ends = F.pad(cumulative[..., -1], (1, 0)).cumsum(-1)  # B, G, K+1
+    states = torch.einsum("bgij,bjgpn->bigpn", torch.exp(_gaps(ends)), torch.cat((h.unsqueeze(1), writes), dim=1))
+    carried = torch.einsum("bktn,bkgpn,bgkt->bktgp", c, states[:, :-1], torch.exp(cumulative))
+    return (within + carried).flatten(1, 2)[:, :T], states[:, -1]
+
+
+def _gaps(cumulative: torch.Tensor) -> torch.Tensor:
+    """cumulative[..., t] - cumulative[..., s] for s <= t, -inf above the diagonal: [..., L] -> [..., L, L]."""
+    return (cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2)).masked_fill(_above_diagonal(cumulative.shape[-1], cumulative.device), -torch.inf)
+
+
+@functools.cache
+def _above_diagonal(size: int, device: torch.device) -> torch.Tensor:
+    """The boolean mask of the entries above the diagonal of a size x size matrix, built once per (size, device)."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).triu(1)

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from harness.causal_conv import CausalConv1d
 from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.peer_kernels import check_backend, fla_delta_rule, resolve_backend
 from harness.registry import register_mechanism
 
 RULES = ("additive", "delta", "delta_bare")
@@ -53,6 +54,9 @@ class LinearAttentionConfig(MechanismConfig):
     conv_width: int = 4
     #: positions per chunk of the chunked computation (no effect on the result)
     chunk: int = 64
+    #: auto | torch | fla: who computes the delta rule (harness/peer_kernels.py; auto: fla's
+    #: chunk_delta_rule where installed and the inputs are CUDA bf16/fp16, else PyTorch)
+    backend: str = "auto"
 
 
 @register_mechanism("linear_attention")
@@ -67,14 +71,18 @@ class LinearAttention(Mechanism):
             raise ValueError(f"linear_attention: chunk must be at least 1, got {config.chunk}")
         if config.conv_width < 1:
             raise ValueError(f"linear_attention: conv_width must be at least 1, got {config.conv_width}")
+        check_backend("linear_attention", config.backend)
+        if config.rule == "additive" and config.backend == "fla":
+            raise ValueError("linear_attention: backend=fla computes the delta rule; rule=additive runs on backend=torch")
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
         published = config.rule == "delta"
         self.beta = nn.Linear(d_model, n_heads, bias=not published) if config.rule != "additive" else None
         self.conv = CausalConv1d(3 * d_model, config.conv_width, bias=False) if published else None
         self.norm = nn.RMSNorm(self.head_dim, eps=1e-5) if published else None
-        # w of q and k in their normalisation x / sqrt(w |x|^2 + eps): w = E for q under rule=delta
-        # (the unit-length q scaled by E**-0.5), else 1
+        # weight of q and k in unit_length: E for q under rule=delta (the unit q scaled by E**-0.5), else 1
+        #: the back-end that computed the last forward (see numerics())
+        self.backend_ran = "torch"
         self.register_buffer("qk_norm", torch.tensor([self.head_dim if published else 1.0, 1.0]).view(2, 1, 1, 1, 1),
                              persistent=False)
 
@@ -94,6 +102,10 @@ class LinearAttention(Mechanism):
         if self.conv is not None:
             qkv, carried["conv"] = self.conv(qkv, state["conv"])
             qkv = F.silu(qkv)
+        if self.beta is not None and self.config.backend != "torch":
+            self.backend_ran = resolve_backend("linear_attention", self.config.backend, qkv)
+            if self.backend_ran == "fla":
+                return self._fla_forward(x, qkv, state, carried)
         qkv = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
         if self.config.rule == "additive":
             q, k, v = qkv
@@ -105,13 +117,45 @@ class LinearAttention(Mechanism):
             with torch.autocast(x.device.type, enabled=False):
                 dtype = state["S"].dtype
                 qkv = qkv.to(dtype).contiguous()  # one copy into the layout of the chunked products
-                # q and k at unit length (q also scaled by E**-0.5 under rule=delta): x / sqrt(w |x|^2 + eps)
-                q, k = qkv[:2] * torch.rsqrt(qkv[:2].square().sum(-1, keepdim=True).mul(self.qk_norm).add(1e-24))
+                q, k = unit_length(qkv[:2], self.qk_norm)
                 y, new_state = delta_chunked(q, k, qkv[2], beta.to(dtype), state["S"], self.config.chunk)
                 if self.config.rule == "delta":
                     y = self.norm(y)
             y = y.to(qkv.dtype)
         return self.out(y.transpose(1, 2).reshape(B, T, D)), {**new_state, **carried}
+
+    def _fla_forward(self, x: torch.Tensor, qkv: torch.Tensor, state: State, carried: State) -> tuple[torch.Tensor, State]:
+        """The delta rule by fla's chunk_delta_rule: q, k, v [B, T, H, E] in qkv's dtype (bf16/fp16), state in fp32."""
+        B, T, D = x.shape
+        qkv = qkv.view(B, T, 3, self.n_heads, self.head_dim)
+        beta = torch.sigmoid(self.beta(x))  # B, T, H
+        with torch.autocast(x.device.type, enabled=False):
+            q, k = unit_length(qkv[:, :, :2].float(), self.qk_norm.view(2, 1, 1)).to(qkv.dtype).unbind(2)
+            y, S = fla_delta_rule(q, k, qkv[:, :, 2], beta, state["S"], scale=1.0)  # y: B, T, H, E
+            if self.config.rule == "delta":
+                y = self.norm(y.float())
+        return self.out(y.to(qkv.dtype).reshape(B, T, D)), {"S": S.to(state["S"].dtype), **carried}
+
+    def numerics(self) -> dict[str, str]:
+        """Who computed the recurrence in the last forward, and in which precision (for a run's provenance)."""
+        if self.backend_ran == "fla":
+            return {"backend": "fla chunk_delta_rule", "recurrence": "bf16/fp16 inputs, fp32 state and accumulation"}
+        if self.config.rule == "additive":
+            return {"backend": "torch", "recurrence": "the autocast dtype (bf16 matmuls under precision=bf16)"}
+        return {"backend": "torch", "recurrence": f"{_recurrence_precision()} (autocast off), state in its own dtype"}
+
+
+def unit_length(qk: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """q and k (stacked on the dimension ``weight`` [2, 1, ...] indexes) over sqrt(weight |x|^2 + 1e-24).
+
+    weight 1: F.normalize (but for a zero vector); weight E for q: the unit q times E**-0.5.
+    """
+    return qk * torch.rsqrt(qk.square().sum(-1, keepdim=True).mul(weight).add(1e-24))
+
+
+def _recurrence_precision() -> str:
+    """fp32, with TF32 matrix products where CUDA's setting allows them."""
+    return "fp32, TF32 matmuls on CUDA" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
 
 
 def _in_chunks(chunk: int, *tensors: torch.Tensor) -> tuple[int, list[torch.Tensor]]:

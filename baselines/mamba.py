@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from harness.causal_conv import CausalConv1d
 from harness.mechanism import Mechanism, MechanismConfig, State
+from harness.peer_kernels import check_backend, mamba_ssd, resolve_backend
 from harness.registry import register_mechanism
 
 
@@ -49,6 +50,9 @@ class MambaConfig(MechanismConfig):
     rmsnorm: bool = True
     #: positions per chunk of the chunked scan (no effect on the result)
     chunk: int = 64
+    #: auto | torch | mamba_ssm: who computes the scan (harness/peer_kernels.py; auto: mamba_ssm's
+    #: SSD kernel where installed and the inputs are on CUDA, else PyTorch)
+    backend: str = "auto"
 
 
 @register_mechanism("mamba")
@@ -60,6 +64,7 @@ class Mamba(Mechanism):
         for key in ("d_state", "expand", "ssm_head_dim", "conv_width", "chunk"):
             if getattr(config, key) < 1:
                 raise ValueError(f"mamba: {key} must be at least 1, got {getattr(config, key)}")
+        check_backend("mamba", config.backend)
         self.inner = config.expand * d_model
         if self.inner % config.ssm_head_dim:
             raise ValueError(f"mamba: inner width {self.inner} is not divisible by ssm_head_dim={config.ssm_head_dim}")
@@ -74,6 +79,8 @@ class Mamba(Mechanism):
         self.D = nn.Parameter(torch.ones(self.ssm_heads))
         self.norm = nn.RMSNorm(self.inner, eps=1e-5) if config.rmsnorm else None
         self.out_proj = nn.Linear(self.inner, d_model, bias=False)
+        #: the back-end that computed the last forward (see numerics())
+        self.backend_ran = "torch"
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         config = self.config
@@ -89,11 +96,29 @@ class Mamba(Mechanism):
         u, b, c = xbc.split([self.inner, N, N], dim=-1)
         dt = F.softplus(dt + self.dt_bias)  # B, T, G
         u = u.view(Bsz, T, G, P)
-        y, h = ssd_chunked(u * dt.unsqueeze(-1), dt * -torch.exp(self.A_log), b, c, state["h"], config.chunk)
+        A = -torch.exp(self.A_log)
+        self.backend_ran = resolve_backend("mamba", config.backend, u) if config.backend != "torch" else "torch"
+        if self.backend_ran == "mamba_ssm":
+            y, h = mamba_ssd(u, dt, A, b, c, state["h"], config.chunk)
+            y, h = y.to(u.dtype), h.to(state["h"].dtype)
+        else:
+            # decays, state and scan in the state's precision under autocast, as mamba_ssm's kernels keep them
+            with torch.autocast(x.device.type, enabled=False):
+                dtype = state["h"].dtype
+                y, h = ssd_chunked((u * dt.unsqueeze(-1)).to(dtype), (dt * A).to(dtype), b.to(dtype), c.to(dtype),
+                                   state["h"], config.chunk)
         y = (y + u * self.D.view(1, 1, G, 1)).reshape(Bsz, T, self.inner) * F.silu(z)
         if self.norm is not None:
             y = self.norm(y)
         return self.out_proj(y), {"h": h, "conv": conv}
+
+    def numerics(self) -> dict[str, str]:
+        """Who computed the scan in the last forward, and in which precision (for a run's provenance)."""
+        if self.backend_ran == "mamba_ssm":
+            return {"backend": "mamba_ssm mamba_chunk_scan_combined",
+                    "recurrence": "inputs in the autocast dtype, fp32 decays, state and accumulation"}
+        precision = "fp32, TF32 matmuls on CUDA" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+        return {"backend": "torch", "recurrence": f"{precision} (autocast off): decays, state and scan"}
 
 
 def ssd_chunked(u: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h: torch.Tensor,

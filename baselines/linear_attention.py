@@ -130,11 +130,12 @@ class LinearAttention(Mechanism):
         qkv = qkv.view(B, T, 3, self.n_heads, self.head_dim)
         beta = torch.sigmoid(self.beta(x))  # B, T, H
         with torch.autocast(x.device.type, enabled=False):
-            q, k = unit_length(qkv[:, :, :2].float(), self.qk_norm.view(2, 1, 1)).to(qkv.dtype).unbind(2)
+            dtype = state["S"].dtype  # q and k normalised, and the read-out normed, in the state's precision
+            q, k = unit_length(qkv[:, :, :2].to(dtype), self.qk_norm.view(2, 1, 1)).to(qkv.dtype).unbind(2)
             y, S = fla_delta_rule(q, k, qkv[:, :, 2], beta, state["S"], scale=1.0)  # y: B, T, H, E
             if self.config.rule == "delta":
-                y = self.norm(y.float())
-        return self.out(y.to(qkv.dtype).reshape(B, T, D)), {"S": S.to(state["S"].dtype), **carried}
+                y = self.norm(y.to(dtype))
+        return self.out(y.to(qkv.dtype).reshape(B, T, D)), {"S": S, **carried}
 
     def numerics(self) -> dict[str, str]:
         """Who computed the recurrence in the last forward, and in which precision (for a run's provenance)."""

@@ -72,9 +72,9 @@ def fla_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torc
                    scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """fla's chunk_delta_rule: q, k (unit length), v [B, T, H, E], beta [B, T, H], state S [B, H, E, E].
 
-    Returns the outputs [B, T, H, E] (in v's dtype) and the last state (fp32).
+    Returns the outputs [B, T, H, E] (in v's dtype) and the last state (in S's dtype, fp32 in training).
     """
-    return peer_module("fla").chunk_delta_rule(q, k, v, beta.to(v.dtype), scale=scale, initial_state=S.float(),
+    return peer_module("fla").chunk_delta_rule(q, k, v, beta.to(v.dtype), scale=scale, initial_state=S,
                                                output_final_state=True)
 
 
@@ -82,8 +82,9 @@ def mamba_ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, b: torch.Tenso
               chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """mamba_ssm's chunked SSD: x [B, T, G, P], dt [B, T, G] (after softplus), A [G] (negative), b, c [B, T, N], h [B, G, P, N].
 
-    Returns y [B, T, G, P] (in x's dtype) and the last state (fp32); no D term, no gate.
+    dt, A and h in the state's dtype (fp32 in training). Returns y [B, T, G, P] and the last state;
+    no D term, no gate.
     """
     return peer_module("mamba_ssm").mamba_chunk_scan_combined(
-        x, dt.float(), A.float(), b.unsqueeze(2), c.unsqueeze(2), chunk, initial_states=h.float(),
+        x, dt.to(h.dtype), A.to(h.dtype), b.unsqueeze(2), c.unsqueeze(2), chunk, initial_states=h,
         return_final_states=True)

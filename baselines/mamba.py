@@ -138,18 +138,18 @@ def ssd_chunked(u: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: to
     pad = -T % L
     if pad:
         u, log_decay, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (u, log_decay, b, c))
-    u = u.unflatten(1, (-1, L))  # B, K, L, G, P (K chunks)
-    b, c = b.unflatten(1, (-1, L)), c.unflatten(1, (-1, L))  # B, K, L, N
+    u = u.unflatten(1, (-1, L)).permute(0, 3, 1, 2, 4)  # B, G, K, L, P (K chunks)
+    b, c = b.unflatten(1, (-1, L)).unsqueeze(1), c.unflatten(1, (-1, L)).unsqueeze(1)  # B, 1, K, L, N
     cumulative = log_decay.unflatten(1, (-1, L)).permute(0, 3, 1, 2).cumsum(-1)  # B, G, K, L
-    decay = torch.exp(_gaps(cumulative))  # B, G, K, L(t), L(s): decay from s to t
-    within = torch.einsum("bgkts,bkts,bksgp->bktgp", decay, c @ b.transpose(-1, -2), u)
-    to_end = torch.exp(cumulative[..., -1:] - cumulative)  # B, G, K, L
-    writes = torch.einsum("bgks,bksgp,bksn->bkgpn", to_end, u, b)  # B, K, G, P, N
+    within = (torch.exp(_gaps(cumulative)) * (c @ b.transpose(-1, -2))) @ u  # B, G, K, L, P
+    to_end = torch.exp(cumulative[..., -1:] - cumulative).unsqueeze(-1)  # B, G, K, L, 1
+    writes = (u * to_end).transpose(-1, -2) @ b  # B, G, K, P, N
     # states at the K chunk starts and after the last chunk, from h and the chunks' writes
     ends = F.pad(cumulative[..., -1], (1, 0)).cumsum(-1)  # B, G, K+1
-    states = torch.einsum("bgij,bjgpn->bigpn", torch.exp(_gaps(ends)), torch.cat((h.unsqueeze(1), writes), dim=1))
-    carried = torch.einsum("bktn,bkgpn,bgkt->bktgp", c, states[:, :-1], torch.exp(cumulative))
-    return (within + carried).flatten(1, 2)[:, :T], states[:, -1]
+    states = torch.exp(_gaps(ends)) @ torch.cat((h.unsqueeze(2), writes), dim=2).flatten(-2)  # B, G, K+1, P*N
+    states = states.unflatten(-1, h.shape[-2:])  # B, G, K+1, P, N
+    carried = (c @ states[:, :, :-1].transpose(-1, -2)) * torch.exp(cumulative).unsqueeze(-1)  # B, G, K, L, P
+    return (within + carried).permute(0, 2, 3, 1, 4).flatten(1, 2)[:, :T], states[:, :, -1]
 
 
 def _gaps(cumulative: torch.Tensor) -> torch.Tensor:

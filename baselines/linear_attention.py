@@ -31,6 +31,7 @@ convolution (delta), whatever the context length.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ from torch.nn import functional as F
 
 from harness.layers.causal_conv import CausalConv1d
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
+from harness.layers.peer_kernels import check_backend, fla_delta_rule, resolve_backend
 from harness.registry import register_mechanism
 
 RULES = ("additive", "delta", "delta_bare")
@@ -52,6 +54,9 @@ class LinearAttentionConfig(MechanismConfig):
     conv_width: int = 4
     #: positions per chunk of the chunked computation (no effect on the result)
     chunk: int = 64
+    #: auto | torch | fla: who computes the delta rule (harness/layers/peer_kernels.py; auto: fla's
+    #: chunk_delta_rule where installed and the inputs are CUDA bf16/fp16, else PyTorch)
+    backend: str = "auto"
 
 
 @register_mechanism("linear_attention")
@@ -66,12 +71,20 @@ class LinearAttention(Mechanism):
             raise ValueError(f"linear_attention: chunk must be at least 1, got {config.chunk}")
         if config.conv_width < 1:
             raise ValueError(f"linear_attention: conv_width must be at least 1, got {config.conv_width}")
+        check_backend("linear_attention", config.backend)
+        if config.rule == "additive" and config.backend == "fla":
+            raise ValueError("linear_attention: backend=fla computes the delta rule; rule=additive runs on backend=torch")
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
         published = config.rule == "delta"
         self.beta = nn.Linear(d_model, n_heads, bias=not published) if config.rule != "additive" else None
         self.conv = CausalConv1d(3 * d_model, config.conv_width, bias=False) if published else None
         self.norm = nn.RMSNorm(self.head_dim, eps=1e-5) if published else None
+        # weight of q and k in unit_length: E for q under rule=delta (the unit q scaled by E**-0.5), else 1
+        #: the back-end that computed the last forward (see numerics())
+        self.backend_ran = "torch"
+        self.register_buffer("qk_norm", torch.tensor([self.head_dim if published else 1.0, 1.0]).view(2, 1, 1, 1, 1),
+                             persistent=False)
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         H, E = self.n_heads, self.head_dim
@@ -89,8 +102,13 @@ class LinearAttention(Mechanism):
         if self.conv is not None:
             qkv, carried["conv"] = self.conv(qkv, state["conv"])
             qkv = F.silu(qkv)
-        q, k, v = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
+        if self.beta is not None and self.config.backend != "torch":
+            self.backend_ran = resolve_backend("linear_attention", self.config.backend, qkv)
+            if self.backend_ran == "fla":
+                return self._fla_forward(x, qkv, state, carried)
+        qkv = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
         if self.config.rule == "additive":
+            q, k, v = qkv
             y, new_state = additive_chunked(F.elu(q) + 1, F.elu(k) + 1, v, state["S"], state["z"], self.config.chunk)
         else:
             beta = torch.sigmoid(self.beta(x)).transpose(1, 2)  # B, H, T
@@ -98,45 +116,104 @@ class LinearAttention(Mechanism):
             # writes compound over the whole context), as the LSTM cell does under autocast
             with torch.autocast(x.device.type, enabled=False):
                 dtype = state["S"].dtype
-                q, k = F.normalize(q.to(dtype), dim=-1), F.normalize(k.to(dtype), dim=-1)
-                if self.config.rule == "delta":
-                    q = q * self.head_dim**-0.5
-                y, new_state = delta_chunked(q, k, v.to(dtype), beta.to(dtype), state["S"], self.config.chunk)
+                qkv = qkv.to(dtype).contiguous()  # one copy into the layout of the chunked products
+                q, k = unit_length(qkv[:2], self.qk_norm)
+                y, new_state = delta_chunked(q, k, qkv[2], beta.to(dtype), state["S"], self.config.chunk)
                 if self.config.rule == "delta":
                     y = self.norm(y)
             y = y.to(qkv.dtype)
         return self.out(y.transpose(1, 2).reshape(B, T, D)), {**new_state, **carried}
 
+    def _fla_forward(self, x: torch.Tensor, qkv: torch.Tensor, state: State, carried: State) -> tuple[torch.Tensor, State]:
+        """The delta rule by fla's chunk_delta_rule: q, k, v [B, T, H, E] in qkv's dtype (bf16/fp16), state in fp32."""
+        B, T, D = x.shape
+        qkv = qkv.view(B, T, 3, self.n_heads, self.head_dim)
+        beta = torch.sigmoid(self.beta(x))  # B, T, H
+        with torch.autocast(x.device.type, enabled=False):
+            dtype = state["S"].dtype  # q and k normalised, and the read-out normed, in the state's precision
+            q, k = unit_length(qkv[:, :, :2].to(dtype), self.qk_norm.view(2, 1, 1)).to(qkv.dtype).unbind(2)
+            y, S = fla_delta_rule(q, k, qkv[:, :, 2], beta, state["S"], scale=1.0)  # y: B, T, H, E
+            if self.config.rule == "delta":
+                y = self.norm(y.to(dtype))
+        return self.out(y.to(qkv.dtype).reshape(B, T, D)), {"S": S, **carried}
 
-def _chunks(*tensors: torch.Tensor, chunk: int) -> list[tuple[torch.Tensor, ...]]:
-    """Split tensors [B, H, T, ...] along T into pieces of at most ``chunk`` positions."""
-    return list(zip(*(t.split(chunk, dim=2) for t in tensors)))
+    def numerics(self) -> dict[str, str]:
+        """Who computed the recurrence in the last forward, and in which precision (for a run's provenance)."""
+        if self.backend_ran == "fla":
+            return {"backend": "fla chunk_delta_rule", "recurrence": "bf16/fp16 inputs, fp32 state and accumulation"}
+        if self.config.rule == "additive":
+            return {"backend": "torch", "recurrence": "the autocast dtype (bf16 matmuls under precision=bf16)"}
+        return {"backend": "torch", "recurrence": f"{_recurrence_precision()} (autocast off), state in its own dtype"}
+
+
+def unit_length(qk: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """q and k (stacked on the dimension ``weight`` [2, 1, ...] indexes) over sqrt(weight |x|^2 + 1e-24).
+
+    weight 1: F.normalize (but for a zero vector); weight E for q: the unit q times E**-0.5.
+    """
+    return qk * torch.rsqrt(qk.square().sum(-1, keepdim=True).mul(weight).add(1e-24))
+
+
+def _recurrence_precision() -> str:
+    """fp32, with TF32 matrix products where CUDA's setting allows them."""
+    return "fp32, TF32 matmuls on CUDA" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+
+
+def _in_chunks(chunk: int, *tensors: torch.Tensor) -> tuple[int, list[torch.Tensor]]:
+    """Tensors [B, H, T, ...] zero-padded along T to whole chunks and viewed as [B, H, N, L, ...].
+
+    The chunk length L is ``chunk`` or T if shorter. Padded positions carry zeros (no write: k = 0
+    and beta = 0); their outputs are dropped by the caller. Returns L and the viewed tensors.
+    """
+    T = tensors[0].shape[2]
+    L = min(chunk, T)
+    pad = -T % L
+    shaped = []
+    for t in tensors:
+        if pad:
+            t = F.pad(t, (0, 0) * (t.dim() - 3) + (0, pad))
+        shaped.append(t.unflatten(2, (-1, L)))
+    return L, shaped
 
 
 def additive_chunked(q, k, v, S, z, chunk):
     """Additive linear attention over q, k, v [B, H, T, E] from memory S [B, H, E, E] and normaliser z [B, H, E]."""
-    outputs = []
-    for qc, kc, vc in _chunks(q, k, v, chunk=chunk):
-        L = qc.shape[2]
-        causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-        scores = (qc @ kc.transpose(-1, -2)).masked_fill(~causal, 0)  # B, H, L, L
-        numerator = scores @ vc + qc @ S  # B, H, L, E
-        denominator = scores.sum(-1) + (qc * z.unsqueeze(2)).sum(-1)  # B, H, L
-        outputs.append(numerator / denominator.unsqueeze(-1))
-        S = S + kc.transpose(-1, -2) @ vc
-        z = z + kc.sum(2)
-    return torch.cat(outputs, dim=2), {"S": S, "z": z}
+    B, H, T, E = q.shape
+    _, (qc, kc, vc) = _in_chunks(chunk, q, k, v)  # B, H, N, L, E
+    writes = torch.cat((kc.transpose(-1, -2) @ vc, kc.sum(3).unsqueeze(-1)), dim=-1)  # B, H, N, E, E+1: [K^T V | K^T 1]
+    totals = torch.cat((S, z.unsqueeze(-1)), dim=-1).unsqueeze(2) + writes.cumsum(2)  # state after each chunk
+    starts = torch.cat((torch.cat((S, z.unsqueeze(-1)), dim=-1).unsqueeze(2), totals[:, :, :-1]), dim=2)
+    scores = torch.tril(qc @ kc.transpose(-1, -2))  # B, H, N, L, L
+    read = qc @ starts + scores @ torch.cat((vc, torch.ones_like(vc[..., :1])), dim=-1)  # B, H, N, L, E+1
+    read = read.flatten(2, 3)[:, :, :T]  # B, H, T, E+1 (padded positions dropped before they divide 0 by 0)
+    y = read[..., :E] / read[..., E:]
+    return y, {"S": totals[:, :, -1, :, :E], "z": totals[:, :, -1, :, E]}
 
 
 def delta_chunked(q, k, v, beta, S, chunk):
-    """Delta-rule linear attention over q, k, v [B, H, T, E] with rates beta [B, H, T] from memory S [B, H, E, E]."""
-    outputs = []
-    for qc, kc, vc, bc in _chunks(q, k, v, beta, chunk=chunk):
-        L = qc.shape[2]
-        strictly_lower = torch.ones(L, L, dtype=torch.bool, device=q.device).tril(-1)
-        system = torch.eye(L, dtype=q.dtype, device=q.device) + bc.unsqueeze(-1) * (kc @ kc.transpose(-1, -2)).masked_fill(~strictly_lower, 0)
-        U = torch.linalg.solve_triangular(system, bc.unsqueeze(-1) * (vc - kc @ S), upper=False, unitriangular=True)
-        within = (qc @ kc.transpose(-1, -2)).masked_fill(~torch.ones(L, L, dtype=torch.bool, device=q.device).tril(), 0)
-        outputs.append(qc @ S + within @ U)  # B, H, L, E
-        S = S + kc.transpose(-1, -2) @ U
-    return torch.cat(outputs, dim=2), {"S": S}
+    """Delta-rule linear attention over q, k, v [B, H, T, E] with rates beta [B, H, T] from memory S [B, H, E, E].
+
+    Every chunk's writes come from one batched unit-lower-triangular solve (the WY/UT form):
+    ``(I + diag(beta) tril(K K^T, -1)) [W | U] = diag(beta) [K | V]``. With the memory S_n at the
+    chunk's start, its writes are ``U - W S_n``, so ``S_{n+1} = (I - K^T W) S_n + K^T U`` (the only
+    loop, one matrix product per chunk) and ``O = (Q - tril(Q K^T) W) S_n + tril(Q K^T) U``.
+    """
+    B, H, T, E = q.shape
+    _, (qc, kc, vc, bc) = _in_chunks(chunk, q, k, v, beta.unsqueeze(-1))  # B, H, N, L, E (bc: L, 1)
+    rates = bc * torch.cat((kc, vc), dim=-1)  # B, H, N, L, 2E: [diag(beta) K | diag(beta) V]
+    # solve_triangular reads only the strictly lower triangle (unitriangular): no mask needed
+    WU = torch.linalg.solve_triangular(rates[..., :E] @ kc.transpose(-1, -2), rates, upper=False, unitriangular=True)
+    KW, KU = (kc.transpose(-1, -2) @ WU).split(E, dim=-1)  # B, H, N, E, E each
+    starts = []
+    for decay, write in zip((identity(E, q.device, q.dtype) - KW).unbind(2), KU.unbind(2)):  # B, H, E, E each
+        starts.append(S)
+        S = torch.baddbmm(write.flatten(0, 1), decay.flatten(0, 1), S.flatten(0, 1)).view(B, H, E, E)
+    PW, PU = (torch.tril(qc @ kc.transpose(-1, -2)) @ WU).split(E, dim=-1)  # B, H, N, L, E each
+    y = (qc - PW) @ torch.stack(starts, dim=2) + PU
+    return y.flatten(2, 3)[:, :, :T], {"S": S}
+
+
+@functools.cache
+def identity(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The size x size identity, built once per (size, device, dtype)."""
+    return torch.eye(size, device=device, dtype=dtype)

@@ -22,6 +22,7 @@ whatever the context length. ``expand`` = 1 keeps the default parameter-matched 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from torch.nn import functional as F
 
 from harness.layers.causal_conv import CausalConv1d
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
+from harness.layers.peer_kernels import check_backend, mamba_ssd, resolve_backend
 from harness.registry import register_mechanism
 
 
@@ -48,6 +50,9 @@ class MambaConfig(MechanismConfig):
     rmsnorm: bool = True
     #: positions per chunk of the chunked scan (no effect on the result)
     chunk: int = 64
+    #: auto | torch | mamba_ssm: who computes the scan (harness/layers/peer_kernels.py; auto: mamba_ssm's
+    #: SSD kernel where installed and the inputs are on CUDA, else PyTorch)
+    backend: str = "auto"
 
 
 @register_mechanism("mamba")
@@ -59,6 +64,7 @@ class Mamba(Mechanism):
         for key in ("d_state", "expand", "ssm_head_dim", "conv_width", "chunk"):
             if getattr(config, key) < 1:
                 raise ValueError(f"mamba: {key} must be at least 1, got {getattr(config, key)}")
+        check_backend("mamba", config.backend)
         self.inner = config.expand * d_model
         if self.inner % config.ssm_head_dim:
             raise ValueError(f"mamba: inner width {self.inner} is not divisible by ssm_head_dim={config.ssm_head_dim}")
@@ -73,6 +79,8 @@ class Mamba(Mechanism):
         self.D = nn.Parameter(torch.ones(self.ssm_heads))
         self.norm = nn.RMSNorm(self.inner, eps=1e-5) if config.rmsnorm else None
         self.out_proj = nn.Linear(self.inner, d_model, bias=False)
+        #: the back-end that computed the last forward (see numerics())
+        self.backend_ran = "torch"
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         config = self.config
@@ -88,31 +96,68 @@ class Mamba(Mechanism):
         u, b, c = xbc.split([self.inner, N, N], dim=-1)
         dt = F.softplus(dt + self.dt_bias)  # B, T, G
         u = u.view(Bsz, T, G, P)
-        y, h = ssd_chunked(u * dt.unsqueeze(-1), dt * -torch.exp(self.A_log), b, c, state["h"], config.chunk)
+        A = -torch.exp(self.A_log)
+        self.backend_ran = resolve_backend("mamba", config.backend, u) if config.backend != "torch" else "torch"
+        if self.backend_ran == "mamba_ssm":
+            y, h = mamba_ssd(u, dt, A, b, c, state["h"], config.chunk)
+            y, h = y.to(u.dtype), h.to(state["h"].dtype)
+        else:
+            # decays, state and scan in the state's precision under autocast, as mamba_ssm's kernels keep them
+            with torch.autocast(x.device.type, enabled=False):
+                dtype = state["h"].dtype
+                y, h = ssd_chunked((u * dt.unsqueeze(-1)).to(dtype), (dt * A).to(dtype), b.to(dtype), c.to(dtype),
+                                   state["h"], config.chunk)
         y = (y + u * self.D.view(1, 1, G, 1)).reshape(Bsz, T, self.inner) * F.silu(z)
         if self.norm is not None:
             y = self.norm(y)
         return self.out_proj(y), {"h": h, "conv": conv}
 
+    def numerics(self) -> dict[str, str]:
+        """Who computed the scan in the last forward, and in which precision (for a run's provenance)."""
+        if self.backend_ran == "mamba_ssm":
+            return {"backend": "mamba_ssm mamba_chunk_scan_combined",
+                    "recurrence": "inputs in the autocast dtype, fp32 decays, state and accumulation"}
+        precision = "fp32, TF32 matmuls on CUDA" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+        return {"backend": "torch", "recurrence": f"{precision} (autocast off): decays, state and scan"}
+
 
 def ssd_chunked(u: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h: torch.Tensor,
                 chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """h_t = exp(log_decay_t) h_{t-1} + u_t b_t^T, y_t = h_t c_t, in chunks.
+    """h_t = exp(log_decay_t) h_{t-1} + u_t b_t^T, y_t = h_t c_t, in chunks, without a loop over them.
 
     u [B, T, G, P] (inputs times dt), log_decay [B, T, G] (dt A, negative), b and c [B, T, N],
     h [B, G, P, N] the state before the first position. Returns y [B, T, G, P] and the last h.
+    The state-space-dual form of Dao & Gu 2024 (their listing 1, with the carried state): within a
+    chunk an L x L matrix of decays times (c_t . b_s); each chunk's own writes to the state; the
+    states at the chunk starts from a (chunks + 1) x (chunks + 1) matrix of decays between chunk
+    ends applied to [h, writes]; their read-out. Padded positions (T not a multiple of the chunk)
+    decay by nothing and write nothing.
     """
-    outputs = []
-    for uc, ac, bc, cc in zip(u.split(chunk, 1), log_decay.split(chunk, 1), b.split(chunk, 1), c.split(chunk, 1)):
-        L = uc.shape[1]
-        cumulative = ac.cumsum(dim=1).transpose(1, 2)  # B, G, L
-        gaps = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2)  # B, G, L(t), L(s): decay from s to t
-        causal = torch.ones(L, L, dtype=torch.bool, device=u.device).tril()
-        decay = torch.exp(gaps.masked_fill(~causal, -torch.inf))  # B, G, L, L
-        weights = decay * (cc @ bc.transpose(1, 2)).unsqueeze(1)  # B, G, L, L
-        within = torch.einsum("bgts,bsgp->btgp", weights, uc)
-        carried = torch.einsum("btn,bgpn,bgt->btgp", cc, h, torch.exp(cumulative))
-        outputs.append(within + carried)
-        to_end = torch.exp(cumulative[:, :, -1:] - cumulative)  # B, G, L
-        h = h * torch.exp(cumulative[:, :, -1]).view(*h.shape[:2], 1, 1) + torch.einsum("bgs,bsgp,bsn->bgpn", to_end, uc, bc)
-    return torch.cat(outputs, dim=1), h
+    Bsz, T = u.shape[:2]
+    L = min(chunk, T)
+    pad = -T % L
+    if pad:
+        u, log_decay, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (u, log_decay, b, c))
+    u = u.unflatten(1, (-1, L)).permute(0, 3, 1, 2, 4)  # B, G, K, L, P (K chunks)
+    b, c = b.unflatten(1, (-1, L)).unsqueeze(1), c.unflatten(1, (-1, L)).unsqueeze(1)  # B, 1, K, L, N
+    cumulative = log_decay.unflatten(1, (-1, L)).permute(0, 3, 1, 2).cumsum(-1)  # B, G, K, L
+    within = (torch.exp(_gaps(cumulative)) * (c @ b.transpose(-1, -2))) @ u  # B, G, K, L, P
+    to_end = torch.exp(cumulative[..., -1:] - cumulative).unsqueeze(-1)  # B, G, K, L, 1
+    writes = (u * to_end).transpose(-1, -2) @ b  # B, G, K, P, N
+    # states at the K chunk starts and after the last chunk, from h and the chunks' writes
+    ends = F.pad(cumulative[..., -1], (1, 0)).cumsum(-1)  # B, G, K+1
+    states = torch.exp(_gaps(ends)) @ torch.cat((h.unsqueeze(2), writes), dim=2).flatten(-2)  # B, G, K+1, P*N
+    states = states.unflatten(-1, h.shape[-2:])  # B, G, K+1, P, N
+    carried = (c @ states[:, :, :-1].transpose(-1, -2)) * torch.exp(cumulative).unsqueeze(-1)  # B, G, K, L, P
+    return (within + carried).permute(0, 2, 3, 1, 4).flatten(1, 2)[:, :T], states[:, :, -1]
+
+
+def _gaps(cumulative: torch.Tensor) -> torch.Tensor:
+    """cumulative[..., t] - cumulative[..., s] for s <= t, -inf above the diagonal: [..., L] -> [..., L, L]."""
+    return (cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2)).masked_fill(_above_diagonal(cumulative.shape[-1], cumulative.device), -torch.inf)
+
+
+@functools.cache
+def _above_diagonal(size: int, device: torch.device) -> torch.Tensor:
+    """The boolean mask of the entries above the diagonal of a size x size matrix, built once per (size, device)."""
+    return torch.ones(size, size, dtype=torch.bool, device=device).triu(1)

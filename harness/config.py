@@ -128,7 +128,8 @@ NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force",
 NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "seed"): 0,
                   ("mechanism", "segment"): None, ("task", "preset"): None,
                   ("eval", "scoring"): "teacher_forced",
-                  ("task", "kv_pairs_per_token"): None}
+                  ("task", "kv_pairs_per_token"): None,
+                  ("mechanism", "backend"): "auto"}
 
 
 def semantic_config(container: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""The vectorised chunked forms of linear_attention and mamba compute what the looped forms of 10c21f1 did.
+
+Outputs, carried states and gradients, in float64 to 1e-12, for several chunk lengths (shorter,
+longer than and not dividing the segments) and segment splits (the state carried across them).
+The oracle is tests/reference_chunked.py, the code as it was before the vectorisation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import reference_chunked as reference
+from baselines.linear_attention import LinearAttention, additive_chunked, delta_chunked
+from baselines.mamba import Mamba, ssd_chunked
+
+SPLITS = [(37,), (13, 1, 23), (16, 16, 5)]
+CHUNKS = [1, 4, 7, 16, 64]
+
+
+def leaves(tree) -> list[torch.Tensor]:
+    if isinstance(tree, dict):
+        return [t for value in tree.values() for t in leaves(value)]
+    if isinstance(tree, (list, tuple)):
+        return [t for value in tree for t in leaves(value)]
+    return [tree] if isinstance(tree, torch.Tensor) else []
+
+
+def assert_same_run(run, run_reference, inputs: list[torch.Tensor]):
+    """run(...) and run_reference(...) -> (outputs, state): equal values and gradients w.r.t. inputs."""
+    results = []
+    for function in (run, run_reference):
+        for tensor in inputs:
+            tensor.grad = None
+        outputs = leaves(function())
+        generator = torch.Generator().manual_seed(7)
+        loss = sum((t * torch.randn(t.shape, dtype=t.dtype, generator=generator)).sum() for t in outputs)
+        loss.backward()
+        results.append(([t.detach() for t in outputs], [t.grad.clone() for t in inputs]))
+    (outputs, grads), (expected_outputs, expected_grads) = results
+    assert len(outputs) == len(expected_outputs)
+    for got, expected in zip(outputs + grads, expected_outputs + expected_grads):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+def segments(core, split, tensors, time_dim, state):
+    """core over the pieces of tensors split along time_dim, the state carried: [outputs, last state]."""
+    outputs = []
+    for pieces in zip(*(t.split(split, dim=time_dim) for t in tensors)):
+        y, state = core(*pieces, state)
+        outputs.append(y)
+    return [torch.cat(outputs, dim=time_dim), state]
+
+
+def heads_inputs(seed, T=37, B=2, H=3, E=5):
+    generator = torch.Generator().manual_seed(seed)
+    q, k, v = torch.randn(3, B, H, T, E, dtype=torch.float64, generator=generator)
+    beta = torch.rand(B, H, T, dtype=torch.float64, generator=generator)
+    S = torch.randn(B, H, E, E, dtype=torch.float64, generator=generator)
+    return [t.requires_grad_() for t in (q, k, v, beta, S)]
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("split", SPLITS)
+def test_delta_rule_equals_the_looped_form(chunk, split):
+    q, k, v, beta, S = heads_inputs(0)
+
+    def run(core):
+        def step(q, k, v, beta, state):  # the delta rule's keys are unit vectors
+            return core(F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, beta, state["S"], chunk)
+        return lambda: segments(step, split, (q, k, v, beta), 2, {"S": S})
+
+    assert_same_run(run(delta_chunked), run(reference.delta_chunked), [q, k, v, beta, S])
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("split", SPLITS)
+def test_additive_rule_equals_the_looped_form(chunk, split):
+    q, k, v, _, S = heads_inputs(1)
+    z = torch.rand(S.shape[:-1], dtype=torch.float64).requires_grad_()
+
+    def run(core):
+        def step(q, k, v, state):
+            return core(F.elu(q) + 1, F.elu(k) + 1, v, state["S"], state["z"], chunk)
+        return lambda: segments(step, split, (q, k, v), 2, {"S": S.abs(), "z": z})
+
+    assert_same_run(run(additive_chunked), run(reference.additive_chunked), [q, k, v, S, z])
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("split", SPLITS)
+def test_ssd_equals_the_looped_form(chunk, split):
+    generator = torch.Generator().manual_seed(2)
+    B, T, G, P, N = 2, 37, 3, 4, 5
+    u = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator).requires_grad_()
+    log_decay = (-2 * torch.rand(B, T, G, dtype=torch.float64, generator=generator)).requires_grad_()
+    b, c = (torch.randn(B, T, N, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(2))
+    h = torch.randn(B, G, P, N, dtype=torch.float64, generator=generator).requires_grad_()
+
+    def run(core):
+        return lambda: segments(lambda u, a, b, c, h: core(u, a, b, c, h, chunk), split, (u, log_decay, b, c), 1, h)
+
+    assert_same_run(run(ssd_chunked), run(reference.ssd_chunked), [u, log_decay, b, c, h])
+
+
+def perturbed(layer):
+    """The layer in float64, its parameters away from their initial values (so that a misplaced one shows)."""
+    torch.manual_seed(0)
+    layer = layer.double()
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return layer
+
+
+@pytest.mark.parametrize("options", [dict(chunk=4), dict(chunk=64), dict(rule="delta_bare", chunk=3),
+                                     dict(rule="additive", chunk=5)])
+def test_linear_attention_layer_equals_the_looped_form(options):
+    layer = perturbed(LinearAttention(12, 3, LinearAttention.Config(**options)))
+    x = torch.randn(2, 19, 12, dtype=torch.float64, requires_grad=True)
+
+    def run(forward):
+        return lambda: segments(lambda x, state: forward(layer, x, state), (5, 1, 13), (x,), 1,
+                                layer.init_state(2, x.device, x.dtype))
+
+    assert_same_run(run(LinearAttention.forward), run(reference.linear_attention_forward), [x, *layer.parameters()])
+
+
+@pytest.mark.parametrize("options", [dict(chunk=4), dict(chunk=64), dict(rmsnorm=False, chunk=6)])
+def test_mamba_layer_equals_the_looped_form(options):
+    layer = perturbed(Mamba(16, 2, Mamba.Config(d_state=4, ssm_head_dim=8, **options)))
+    x = torch.randn(2, 19, 16, dtype=torch.float64, requires_grad=True)
+
+    def run(forward):
+        return lambda: segments(lambda x, state: forward(layer, x, state), (5, 1, 13), (x,), 1,
+                                layer.init_state(2, x.device, x.dtype))
+
+    assert_same_run(run(Mamba.forward), run(reference.mamba_forward), [x, *layer.parameters()])

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config
 
 from tasks.sample_corpus import SAMPLE_CORPUS
@@ -30,7 +30,7 @@ TRAINING_LINES = 400
 
 
 def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE (any text encodes) trained on the shipped sample, with <s>, </s> and <pad>."""
+    """A byte-level BPE (any text encodes) trained on the shipped sample, with <s> (opening every text), </s> and <pad>."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -38,6 +38,7 @@ def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     bpe.train_from_iterator(lines[:TRAINING_LINES], trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])  # BOS, as Llama's
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer

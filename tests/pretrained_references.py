@@ -86,7 +86,8 @@ def streamed_logits(model, tokens: torch.Tensor, segment_starts_: list[int]) -> 
     bounds = [*segment_starts_, len(tokens)]
     with torch.no_grad():
         for start, stop in zip(bounds, bounds[1:]):
-            logits.append(model(input_ids=tokens[None, start:stop], use_cache=True, **{cache_argument(model): cache}).logits[0])
+            output = model(input_ids=tokens[None, start:stop], use_cache=True, **{cache_argument(model): cache})
+            logits.append(output.logits[0])
     return torch.cat(logits)
 
 

@@ -13,6 +13,8 @@ import torch
 
 pytest.importorskip("transformers")
 
+from transformers import DynamicCache  # noqa: E402
+
 from harness.pretrained import PretrainedLM, Prompt, build_policy, kv_bytes  # noqa: E402
 from harness.pretrained.cache import layer_tensors  # noqa: E402
 from harness.pretrained.tiny import tiny_model, tiny_tokenizer  # noqa: E402
@@ -41,8 +43,6 @@ def streamed(lm: PretrainedLM, policy, tokens: torch.Tensor, segment_len: int) -
     """Logits [T, V] of ``tokens`` read through ``policy`` in segments."""
     policy.bind(lm.model)
     policy.reset()
-    from transformers import DynamicCache
-
     logits, _ = lm.stream(tokens, policy, segment_len, DynamicCache(), all_logits=True)
     return logits[0]
 
@@ -170,15 +170,14 @@ def test_pretrained_kv_bytes_are_the_cache_tensors_bytes(name, options, kept, dt
     tokens = random_tokens(40, seed=5)
     policy = build_policy(name, **options)
     policy.bind(lm.model)
-    from transformers import DynamicCache
-
     cache = DynamicCache()
     _, largest = lm.stream(tokens, policy, 5, cache)
     storage = sum(tensor.untyped_storage().nbytes() for pair in layer_tensors(cache) for tensor in pair)
     assert kv_bytes(cache) == storage  # no evicted position stays alive behind a view
     config = lm.model.config
     positions = len(tokens) if kept is None else min(kept, policy.bound())
-    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    head_dim = config.hidden_size // config.num_attention_heads
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim
     assert kv_bytes(cache) == positions * per_position * dtype.itemsize
     assert largest >= kv_bytes(cache)
     assert policy.bound() is None if kept is None else largest <= policy.bound() * per_position * dtype.itemsize

@@ -52,12 +52,13 @@ class PretrainedRunConfig:
     dtype: Optional[str] = None  # null: bfloat16 on CUDA, float32 on CPU
 
 
-def run_pretrained(config: PretrainedRunConfig, lm: Optional[PretrainedLM] = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_pretrained(config: PretrainedRunConfig,
+                   lm: Optional[PretrainedLM] = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(record, outcomes) of one run; ``lm``: a model already loaded from ``config.model``."""
     from harness.run import provenance  # the engine's provenance (git commit, versions, device)
 
     task = build_task(config.task, **config.task_options)
-    build_policy(config.policy, **config.policy_options)  # bad options fail before the model loads
+    policy = build_policy(config.policy, **config.policy_options)  # bad options fail before the model loads
     lm = lm or PretrainedLM.load(config.model, config.device, config.dtype, config.chat_template)
     import transformers
 
@@ -65,7 +66,7 @@ def run_pretrained(config: PretrainedRunConfig, lm: Optional[PretrainedLM] = Non
         "schema_version": SCHEMA_VERSION, "run_id": run_id({"family": "pretrained", **asdict(config)}),
         "family": "pretrained", "mechanism": f"pretrained/{config.policy}", "model": config.model,
         "policy": config.policy, "policy_options": config.policy_options, "task": config.task, "seed": config.seed,
-        "parameters": lm.parameters, "bounded_state": build_policy(config.policy, **config.policy_options).bound() is not None,
+        "parameters": lm.parameters, "bounded_state": policy.bound() is not None,
         "primary_metric": task.primary_metric,
         "provenance": {**provenance(lm.device), "transformers": transformers.__version__, "dtype": str(lm.model.dtype)},
         "measurement": {"peak_memory": MEMORY_METHOD[lm.device.type], "state_bytes": "KV-cache tensors' bytes"},
@@ -94,15 +95,19 @@ def _cell(lm: PretrainedLM, task, knobs: dict[str, Any], config: PretrainedRunCo
     examples = task.test_examples(config.seed, knobs, config.examples_per_cell)
     scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
     outcomes, generations, prompt_lengths, templates = [], [], [], set()
-    elapsed = 0.0
+    elapsed, first = 0.0, None
+
+    def generate(prompt, budget):
+        return lm.generate(prompt, build_policy(config.policy, **config.policy_options), config.segment_len, budget)
+
     for index, example in enumerate(examples):
         text_prompt = render(task, example)
         templates.add(text_prompt.template)
         prompt = lm.encode(text_prompt.context, text_prompt.question, text_prompt.answer_prefix)
         budget = config.max_new_tokens or text_prompt.max_new_tokens
+        first = first or (prompt, budget)
         start = time.perf_counter()
-        generation = lm.generate(prompt, build_policy(config.policy, **config.policy_options), config.segment_len,
-                                 budget)
+        generation = generate(prompt, budget)
         elapsed += time.perf_counter() - start
         generations.append(generation)
         prompt_lengths.append(len(prompt))
@@ -111,12 +116,7 @@ def _cell(lm: PretrainedLM, task, knobs: dict[str, Any], config: PretrainedRunCo
             outcomes.append({**knobs, "example": index, **example.info, "metric": metric, "value": value,
                              "prompt_tokens": len(prompt), "kv_bytes": generation.kv_bytes,
                              "generated": generation.text})
-    first = examples[0]
-    text_prompt = render(task, first)
-    prompt = lm.encode(text_prompt.context, text_prompt.question, text_prompt.answer_prefix)
-    peak = peak_memory(lambda: lm.generate(prompt, build_policy(config.policy, **config.policy_options),
-                                           config.segment_len, config.max_new_tokens or text_prompt.max_new_tokens),
-                       lm.device)
+    peak = peak_memory(lambda: generate(*first), lm.device)  # profiled apart: the timings above are not
     rates = [g.prompt_tokens / g.prefill_s for g in generations if g.prefill_s > 0]
     latencies = [seconds for g in generations for seconds in g.decode_s]
     tokens = sum(g.prompt_tokens + len(g.tokens) for g in generations)

@@ -14,7 +14,7 @@ the name of a press class exported by kvpress (``StreamingLLMPress``, ``SnapKVPr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -49,6 +49,3 @@ class KvPress(Policy):
 
     def context(self, model: nn.Module):
         return self.instance(model)
-
-    def bound(self) -> Optional[int]:
-        return None

@@ -112,7 +112,8 @@ class PretrainedLM:
 
     def forward(self, tokens: torch.Tensor, cache: DynamicCache, policy: Policy, read: int,
                 all_logits: bool = False) -> torch.Tensor:
-        """Logits [1, L, V] (or [1, 1, V], the last) of ``tokens`` [L] read after ``read`` tokens; the policy cuts the cache after."""
+        """Logits [1, L, V] (or [1, 1, V], the last) of ``tokens`` [L] read after ``read`` tokens; the policy
+        cuts the cache after."""
         length = len(tokens)
         positions = policy.positions(cache, read, length).to(self.device)[None]  # 1, L
         visible = policy.mask(cache, read, length)

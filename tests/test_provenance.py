@@ -12,7 +12,7 @@ from conftest import compose_config, tiny_overrides
 from harness.report import build_leaderboard
 from harness.report.markdown import leaderboard_markdown
 from harness.engine.run import run
-from harness.store.records.records import RESULT_FILE
+from harness.store.records import RESULT_FILE
 from tasks.sample_corpus import SAMPLE_CORPUS, SAMPLE_NAME
 
 

@@ -191,3 +191,20 @@ def budget_figure(sweep: pd.DataFrame, metric: str, bounded: bool) -> go.Figure:
     figure.update_layout(xaxis={"title": "measured state bytes per sequence", **LOG_AXIS},
                          yaxis=metric_axis(f"{metric} (mean over lengths)", bounded))
     return figure
+
+
+def profile_figure(profiles: pd.DataFrame, mechanisms: dict[str, str]) -> go.Figure:
+    """Performance profiles (Agarwal et al. 2021): per configuration (columns of ``profiles``), the share of
+    its runs scoring above each normalised score (the index), as a step line; ``mechanisms`` names each
+    configuration's mechanism for its colour."""
+    figure = _figure()
+    styles = row_styles(pd.DataFrame({"row": list(profiles.columns),
+                                      "mechanism": [mechanisms[c] for c in profiles.columns]}))
+    for rank, configuration in enumerate(profiles.columns):
+        style = styles[configuration]
+        figure.add_trace(go.Scatter(x=profiles.index, y=profiles[configuration], mode="lines", line_shape="hv",
+                                    name=configuration, legendrank=rank,
+                                    line={"color": style["color"], "dash": style["dash"]}))
+    figure.update_layout(xaxis={"title": "normalised score tau (0 chance, 1 perfect)", "range": [0, 1]},
+                         yaxis={"title": "share of runs with score > tau", "range": [-0.03, 1.03]})
+    return figure

@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from harness.report import display, figures
+from harness.report import display, figures, summary
 from harness.report.markdown import unfinished_table
 from harness.report.tables import Leaderboard
 
@@ -57,7 +57,12 @@ def leaderboard_html(board: Leaderboard, experiment: str, generated: str) -> str
     page.notes(display.how_to_read(board))
     if board.tasks:
         page.text("<h2>Headline</h2>")
+        page.notes(display.headline_notes(board))
         page.table(display.headline_table(board))
+        frame = summary.normalised_scores(board, display.headline_names(board))
+        if not frame.empty:
+            page.figure("performance profiles: share of task x seed runs above each normalised score",
+                        figures.profile_figure(summary.performance_profiles(frame), _mechanisms(board)))
     for task in board.tasks:
         _task(page, board, task)
     unfinished = board.runs[board.runs["status"] != "ok"]
@@ -71,6 +76,13 @@ def leaderboard_html(board: Leaderboard, experiment: str, generated: str) -> str
             f"<title>memarena: {html.escape(experiment)}</title><style>{STYLE}</style>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
             + "\n".join(page.parts) + "</body></html>")
+
+
+def _mechanisms(board: Leaderboard) -> dict[str, str]:
+    """Per cross-task configuration name: its mechanism (for its colour)."""
+    names = display.headline_names(board)
+    return {name: mechanism for task in board.tasks for row, name in names[task].items()
+            for mechanism in board.task_runs(task).loc[board.task_runs(task)["row"] == row, "mechanism"].iloc[:1]}
 
 
 def provenance(board: Leaderboard) -> pd.DataFrame:

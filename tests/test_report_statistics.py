@@ -112,3 +112,38 @@ def test_the_threshold_help_says_strictly_above(capsys):
     with pytest.raises(SystemExit):
         report_main(["--help"])
     assert "strictly above" in capsys.readouterr().out
+
+
+def test_the_edge_of_grid_flag_ignores_a_lead_within_noise():
+    tuning = {"lr_grid": [0.001, 0.003], "seed": 0, "chosen_lr": 0.001,
+              "trials": [{"lr": 0.001, "validation_score": 0.995}, {"lr": 0.003, "validation_score": 0.990}]}
+    assert display.chosen_rate_text(tuning, examples=288) == "0.001"  # 0.005 on 288 examples is noise
+    assert display.chosen_rate_text(tuning) == "0.001 (the grid's lowest)"  # no example count: any lead
+    clear = {**tuning, "trials": [{"lr": 0.001, "validation_score": 0.6}, {"lr": 0.003, "validation_score": 0.4}]}
+    assert display.chosen_rate_text(clear, examples=288) == "0.001 (the grid's lowest)"
+
+
+def test_rows_at_chance_are_flagged_as_not_learned(tmp_path):
+    three_seed_store(tmp_path / "results", {"full_attention": (31, 30, 32), "mamba": (0, 0, 0)})
+    leaderboard = board(tmp_path)
+    assert leaderboard.at_chance("passkey") == ["mamba"]
+    costs = display.cost_table(leaderboard, "passkey").set_index("configuration")
+    assert costs.loc["mamba", "training"].startswith("did not learn") and costs.loc["full_attention", "training"] == ""
+    assert "did not learn the task" in display.training_note(leaderboard, "passkey")
+
+
+def test_timings_from_parallel_runs_or_noisy_seeds_are_flagged_and_get_no_frontier(tmp_path):
+    results = tmp_path / "results"
+    three_seed_store(results, {"full_attention": (31, 30, 32), "mamba": (20, 21, 22)})
+    assert board(tmp_path).timing_warning("passkey") is None
+    path = results / "demo" / "mamba1" / "result.json"
+    record = json.loads(path.read_text())
+    for cell in record["cells"]:
+        cell["decode_latency_p50_s"] = 0.00224  # 2.24x the other seeds'
+    path.write_text(json.dumps(record))
+    leaderboard = board(tmp_path)
+    assert "(mamba) varies 2.24x" in leaderboard.timing_warning("passkey")
+    assert display.cost_notes(leaderboard, "passkey")[0].startswith("Timings are rough here")
+    record["provenance"]["argv"] = ["memarena", "hydra/launcher=local_parallel"]
+    path.write_text(json.dumps(record))
+    assert "1 of its 6 runs were launched in parallel" in board(tmp_path).timing_warning("passkey")

@@ -116,7 +116,10 @@ def cost_table(board: Leaderboard, task: str) -> pd.DataFrame:
     table["train tokens/s"] = costs["train_tokens_per_s"].map(rate_text)
     table["final loss"] = [f"{final_loss[row]:.3f}" if row in final_loss.index and pd.notna(final_loss[row]) else ""
                            for row in table.index]
-    table["training"] = [_training_flag(late.get(row)) for row in table.index]
+    at_chance = board.at_chance(task)
+    table["training"] = ["; ".join(flag for flag in (f"did not learn: {board.metric(task)} not above chance"
+                                                     if row in at_chance else "", _training_flag(late.get(row))) if flag)
+                         for row in table.index]
     return table.reindex(ranking.index).reset_index(drop=True).fillna("")
 
 
@@ -155,13 +158,24 @@ def tuning_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
                              **{f"lr={trial['lr']:g}": value_text(trial["validation_score"])
                                 if trial["validation_score"] is not None else str(trial["status"]).upper()
                                 for trial in tuning["trials"]},
-                             "chosen lr": chosen_rate_text(tuning), "tuning seed": tuning["seed"]}
+                             "chosen lr": chosen_rate_text(tuning, _examples_scored(run.record)),
+                             "tuning seed": tuning["seed"]}
     return pd.DataFrame(list(rows.values())).fillna("") if rows else None
 
 
-def chosen_rate_text(tuning: dict[str, Any]) -> str:
+def _examples_scored(record: dict[str, Any]) -> int | None:
+    """The examples a run scored on its headline metric (its validation runs score as many)."""
+    counts = [cell.get("n") or 0 for cell in record.get("cells", []) if cell["metric"] == record.get("primary_metric")]
+    return sum(counts) or None
+
+
+def chosen_rate_text(tuning: dict[str, Any], examples: int | None = None) -> str:
     """The chosen rate, flagged when it is an end of the grid and scored better on validation than the
-    rate next to it (or that rate's tuning run failed): the best rate may lie outside the grid."""
+    rate next to it (or that rate's tuning run failed): the best rate may lie outside the grid.
+
+    With ``examples`` (validation examples per rate), "better" means by more than noise: more than 1.96
+    standard errors of the difference of two proportions on that many examples (Newcombe 1998's
+    Wald form), so 0.995 against 0.990 on 288 examples is no trend."""
     chosen, rates = tuning["chosen_lr"], sorted(set(tuning["lr_grid"]))
     text = f"{chosen:g}"
     if len(rates) < 2 or chosen not in (rates[0], rates[-1]):
@@ -171,7 +185,16 @@ def chosen_rate_text(tuning: dict[str, Any]) -> str:
     if scores.get(chosen) is None or not math.isfinite(scores[chosen]) or (
             scores.get(neighbour) is not None and round(scores[chosen], 12) <= round(scores[neighbour], 12)):
         return text  # chosen on the training loss among equal scores, or by default: no evidence of a trend
+    if examples and scores.get(neighbour) is not None and _within_noise(scores[chosen], scores[neighbour], examples):
+        return text
     return f"{text} (the grid's {'lowest' if chosen == rates[0] else 'highest'})"
+
+
+def _within_noise(a: float, b: float, examples: int) -> bool:
+    if not (0 <= a <= 1 and 0 <= b <= 1):
+        return False
+    standard_error = math.sqrt((a * (1 - a) + b * (1 - b)) / examples)
+    return abs(a - b) <= 1.96 * max(standard_error, 1 / examples)
 
 
 def tuning_note(board: Leaderboard, task: str) -> str:
@@ -179,7 +202,8 @@ def tuning_note(board: Leaderboard, task: str) -> str:
             f"run per rate with the tuning seed; the highest mean validation {board.metric(task)} wins, ties to the "
             "lower final training loss. The rows above are then trained at the chosen rate with each seed and "
             "evaluated on the test set. A chosen rate marked as the grid's lowest or highest scored better than the "
-            "rate next to it (or that rate's run failed): the grid may not bracket the best rate, and a wider one "
+            "rate next to it by more than noise (1.96 standard errors of a difference of two proportions on the "
+            "validation examples), or that rate's run failed: the grid may not bracket the best rate, and a wider one "
             "may find a better rate.")
 
 
@@ -381,7 +405,11 @@ def task_notes(board: Leaderboard, task: str) -> list[str]:
 
 
 def cost_notes(board: Leaderboard, task: str) -> list[str]:
-    return [
+    warning = board.timing_warning(task)
+    timing = ([f"Timings are rough here: {warning}. Do not rank configurations by decode or prefill speed from this "
+               "report (the figures draw no Pareto frontier over latency); measure them with one run per machine."]
+              if warning else [])
+    return timing + [
         "Costs per sequence at the longest length (median over its cells and seeds): state = bytes of the "
         "mechanism's state after reading the example; peak memory = tensor memory allocated while reading it "
         "(weights excluded); decode = time per answer token after the prefill, median and 95th percentile; "
@@ -428,10 +456,16 @@ def test_notes(board: Leaderboard, task: str) -> list[str]:
 def training_note(board: Leaderboard, task: str) -> str | None:
     flagged = board.training(task)
     flagged = flagged[flagged["late_drop"].fillna(0) > STILL_FALLING]
-    if flagged.empty:
-        return None
-    return (f"{len(flagged)} run(s) may be under-trained (loss still falling at the end): "
-            + ", ".join(f"{row} seed {seed}" for row, seed in zip(flagged["row"], flagged["seed"])) + ".")
+    at_chance = board.at_chance(task)
+    notes = []
+    if at_chance:
+        notes.append(f"{len(at_chance)} configuration(s) did not learn the task ({board.metric(task)} over the lengths "
+                     f"not above chance, {_chance_text(board.chance(task))}; with an interval, its bound reaches "
+                     "chance): " + ", ".join(at_chance) + ". Their comparisons say nothing about their mechanism.")
+    if not flagged.empty:
+        notes.append(f"{len(flagged)} run(s) may be under-trained (loss still falling at the end): "
+                     + ", ".join(f"{row} seed {seed}" for row, seed in zip(flagged["row"], flagged["seed"])) + ".")
+    return " ".join(notes) or None
 
 
 def methods_text() -> str:

@@ -130,16 +130,18 @@ def _task(page: Page, board: Leaderboard, task: str) -> None:
                                         "state bytes per sequence (log)", metric, bounded, True, styles))
     if "decode_latency_p50_s" in costs.columns:
         high = costs["decode_latency_p95_s"] * 1e3 if "decode_latency_p95_s" in costs.columns else None
-        page.figure(f"{metric} @{longest} against decode latency (median, bar to p95; machine-dependent)",
+        page.figure(f"{metric} @{longest} against decode latency (median, bar to p95; machine-dependent"
+                    + ("; too noisy to rank, no frontier)" if board.timing_warning(task) else ")"),
                     figures.cost_figure(points.assign(cost=costs["decode_latency_p50_s"] * 1e3,
                                                       cost_low=costs["decode_latency_p50_s"] * 1e3,
                                                       cost_high=high if high is not None else costs["decode_latency_p50_s"] * 1e3),
-                                        "decode ms per answer token", metric, bounded, False, styles))
+                                        "decode ms per answer token", metric, bounded, False, styles,
+                                        frontier=board.timing_warning(task) is None))
     sweep = board.budget_sweep(task)
     if sweep is not None and sweep["budget"].notna().any() and "state_bytes" in sweep.columns:
         page.figure(f"{metric} against measured state bytes, one line per mechanism across budgets",
                     figures.budget_figure(sweep.dropna(subset=["budget"]), metric, bounded))
-    training = board.training(task)
+    training = board.training(task).sort_values("row", key=lambda rows: rows.map(order), kind="stable")
     if training["curve"].map(bool).any():
         page.figure("training loss", figures.training_figure(training, styles))
     for knob in board.knobs(task):

@@ -29,6 +29,10 @@ DIFFERENCE_OF_INTEREST = 0.05
 #: a run that made more than this share of its loss decrease in its last fifth of steps may be under-trained
 #: (measured: 0.1-1.7% for runs that had levelled off, 2.7-8.7% for runs stopped early or still improving)
 STILL_FALLING = 0.025
+#: a configuration whose decode latency varies more than this across its seeds has timings too noisy to rank
+TIMING_SPREAD = 1.5
+#: launchers that run several runs at once on one machine (their timings share the cores)
+PARALLEL_LAUNCHERS = ("hydra/launcher=local_parallel", "hydra/launcher=joblib")
 #: statuses that are failures, worst first
 FAILURES = ("failed", "diverged", "oom")
 BY_LENGTH_COLUMNS = ["row", "context_len", "seeds", "mechanism", "beyond_training", "status", "failing_seeds",
@@ -279,6 +283,42 @@ class Leaderboard:
         training = self.training(task)
         frame["train_tokens_per_s"] = training.groupby("row")["tokens_per_s"].median()
         return frame
+
+    @functools.cache
+    def at_chance(self, task: str) -> list[str]:
+        """Rows that did not learn the task: their score (mean over lengths) is not above chance; with an
+        interval, its bound on the good side reaches chance. (The training loss cannot say it: the loss a
+        task's chance level corresponds to is not stored.)"""
+        chance = float(self.chance(task).median()) if self.has_cells(task) else np.nan
+        rows = []
+        for row, entry in self.score_intervals(task).iterrows():
+            good = entry["ci_low"] if self.higher_is_better(task) else entry["ci_high"]
+            good = entry["value"] if pd.isna(good) else good
+            if self.higher_is_better(task) and good <= chance or not self.higher_is_better(task) and good >= chance:
+                rows.append(row)
+        return rows
+
+    @functools.cache
+    def timing_warning(self, task: str) -> str | None:
+        """Why the task's latencies and throughputs cannot be ranked, if they cannot: runs launched in parallel
+        on one machine (their provenance's command line), or one configuration's decode latency varying by more
+        than ``TIMING_SPREAD`` x across its seeds at the longest length."""
+        runs = self.task_runs(task)
+        parallel = sum(any(str(argument).startswith(PARALLEL_LAUNCHERS)
+                           for argument in (r.get("provenance") or {}).get("argv") or []) for r in runs["record"])
+        reasons = []
+        if parallel:
+            reasons.append(f"{parallel} of its {len(runs)} runs were launched in parallel on one machine, so their "
+                           "timings shared its cores")
+        table = self.primary(task)
+        if not table.empty and "decode_latency_p50_s" in table.columns:
+            longest = table[(table["context_len"] == table["context_len"].max()) & (table["status"] == "ok")]
+            per_seed = longest.groupby(["row", "seed"])["decode_latency_p50_s"].median().groupby("row")
+            spread = (per_seed.max() / per_seed.min()).replace([np.inf], np.nan).dropna()
+            if not spread.empty and spread.max() > TIMING_SPREAD:
+                reasons.append(f"the decode latency of one configuration ({spread.idxmax()}) varies "
+                               f"{spread.max():.2f}x across its seeds")
+        return "; ".join(reasons) or None
 
     @functools.cache
     def training(self, task: str) -> pd.DataFrame:

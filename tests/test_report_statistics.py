@@ -147,3 +147,19 @@ def test_timings_from_parallel_runs_or_noisy_seeds_are_flagged_and_get_no_fronti
     record["provenance"]["argv"] = ["memarena", "hydra/launcher=local_parallel"]
     path.write_text(json.dumps(record))
     assert "1 of its 6 runs were launched in parallel" in board(tmp_path).timing_warning("passkey")
+
+
+def test_a_difference_interval_stays_within_what_two_bounded_metrics_can_differ_by(tmp_path):
+    # seeds that disagree wildly: the t interval of the difference would reach beyond +-1
+    three_seed_store(tmp_path / "results", {"full_attention": (32, 32, 32), "rmt": (0, 32, 6)})
+    leaderboard = board(tmp_path)
+    [test] = leaderboard.tests("passkey").to_dict("records")
+    assert -1 <= test["diff_low"] < 0 < test["diff_high"] <= 1 and test["significant"] == "no"
+    [shown] = display.tests_table(leaderboard, "passkey").to_dict("records")
+    assert shown["detectable (80%)"] == "> 1"
+
+
+def test_identical_outcomes_state_no_power_figures(tmp_path):
+    three_seed_store(tmp_path / "results", {"full_attention": (32, 32, 32), "mamba": (32, 32, 32)})
+    [shown] = display.tests_table(board(tmp_path), "passkey").to_dict("records")
+    assert shown["detectable (80%)"] == "" and shown["seeds for 0.05"] == "" and shown["significant"] == "no"

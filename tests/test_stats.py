@@ -99,6 +99,8 @@ def test_power_detectable_difference_and_seeds_needed():
     assert needed is not None and needed > 3
     assert detectable_difference(fit, 0.05, seeds=needed) <= mde / 2 < detectable_difference(fit, 0.05, seeds=needed - 1)
     assert seeds_needed(fit, mde * 2, 0.05) == MIN_SEEDS
+    assert seeds_needed(fit, 1e-4, 0.05) is None  # the examples' own noise: no number of seeds gets there
+    assert seeds_needed(crossed(np.zeros((3, 10))), 0.05, 0.05) is None  # nothing varies: nothing to extrapolate
     assert seeds_needed(crossed(d[:1]), 0.1, 0.05) is None  # one seed: the seed variance is unknown
 
 

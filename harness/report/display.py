@@ -238,7 +238,7 @@ def tests_table(board: Leaderboard, task: str) -> pd.DataFrame:
         "p": tests["p"].map(lambda p: p_text(p) if pd.notna(p) else ""),
         "p (Holm)": tests["p (Holm)"].map(lambda p: p_text(p) if pd.notna(p) else ""),
         "significant": tests["significant"],
-        "detectable (80%)": tests["detectable"].map(lambda d: f"{d:.3f}" if pd.notna(d) else ""),
+        "detectable (80%)": tests["detectable"].map(_detectable_text),
         f"seeds for {DIFFERENCE_OF_INTEREST:g}": [_seeds_needed_text(entry) for entry in tests.to_dict("records")],
     })
     return table.reset_index(drop=True)
@@ -248,6 +248,13 @@ def _difference_text(entry: dict) -> str:
     if pd.isna(entry["diff_low"]):
         return f"{entry['difference']:+.3f} (no interval)"
     return interval_text(entry["difference"], entry["diff_low"], entry["diff_high"], signed=True)
+
+
+def _detectable_text(detectable: float) -> str:
+    """The smallest detectable difference; beyond 1 (more than a metric in [0, 1] can differ by) as '> 1'."""
+    if pd.isna(detectable):
+        return ""
+    return "> 1" if detectable > 1 else f"{detectable:.3f}"
 
 
 def _seeds_needed_text(entry: dict) -> str:
@@ -435,7 +442,8 @@ def test_notes(board: Leaderboard, task: str) -> list[str]:
              "Detectable (80%): the smallest difference this test would detect with 80% power, with these seeds and "
              f"examples. Seeds for {DIFFERENCE_OF_INTEREST:g}: the seeds a true difference of {DIFFERENCE_OF_INTEREST:g} "
              "would need for 80% power on these examples, from the same variance components ('more examples': seeds "
-             "alone cannot get there)."]
+             "alone cannot get there). Both are blank where the paired differences do not vary at all (no variance "
+             "to extrapolate from)."]
     if (tests["seeds"] == 1).any():
         notes.append("A comparison with 1 seed compares two trained checkpoints, not two mechanisms: it says nothing "
                      "of what another training seed would give, so it is never marked significant; 'checkpoints "

@@ -417,12 +417,14 @@ class Leaderboard:
             rejected = result.p < entry.level
             significant.append(("yes" if rejected else "no") if entry.seeds >= MIN_SEEDS
                                else ("checkpoints differ" if rejected else "no"))
-            bounds.append((result.low, result.high))
-            detectable.append(detectable_difference(result.fit, entry.level))
+            # a difference of two metrics in [0, 1] lies in [-1, 1] (clipping keeps the interval's side of 0)
+            bounds.append((max(result.low, -1.0), min(result.high, 1.0)) if entry.bounded else (result.low, result.high))
+            varies = result.se > 0
+            detectable.append(detectable_difference(result.fit, entry.level) if varies else np.nan)
             needed.append(seeds_needed(result.fit, DIFFERENCE_OF_INTEREST, entry.level))
         frame["diff_low"], frame["diff_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
         frame["significant"], frame["detectable"], frame["seeds needed"] = significant, detectable, needed
-        return frame.drop(columns="result")
+        return frame.drop(columns=["result", "bounded"])
 
     def _pair(self, task, metric, examples, a, b, why) -> dict[str, Any] | None:
         """The paired difference A - B over the seeds both have and the examples both have in every such seed."""
@@ -447,7 +449,8 @@ class Leaderboard:
                 "pairs": matrix.size, "dropped": len(seeds) * (len(union) - len(complete)),
                 f"{metric} A": values_a.mean(), f"{metric} B": values_b.mean(), "difference": matrix.mean(),
                 "test": ("difference t-test" if len(seeds) >= MIN_SEEDS else "checkpoint t-test") if result else "none",
-                "p": result.p if result else np.nan, "result": result}
+                "p": result.p if result else np.nan, "result": result,
+                "bounded": is_bounded(values_a) and is_bounded(values_b)}
 
     # ---- budgets
     def budget_sweep(self, task: str) -> pd.DataFrame | None:

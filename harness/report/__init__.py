@@ -1,14 +1,15 @@
 """Leaderboards regenerated from the store alone, in ``reports/<experiment>/``.
 
-- ``leaderboard.md``: a headline across tasks; per task the configurations ranked by their headline
+- ``leaderboard.md``: a headline across tasks (``harness.report.summary``); per task the configurations ranked by their headline
   metric with intervals per context length, effective length, costs, training, cells, and paired
   tests (``harness.report.markdown``);
 - ``leaderboard.csv``: every (run, cell, metric) row in long format, with the configuration;
 - ``index.html``: the same with figures, one self-contained page (``harness.report.html``).
 
-Modules: ``runs`` (records -> configuration rows), ``tables`` (the numbers), ``display``
-(formatted tables and explanations), ``markdown``, ``figures`` (plotly figures from frames) and
-``html``. Dependencies point one way: report -> store; figures import nothing of the report.
+Modules: ``runs`` (records -> configuration rows), ``tables`` (the numbers), ``summary`` (the
+cross-task headline: normalised scores, IQM, probability of improvement, performance profiles),
+``display`` (formatted tables and explanations), ``markdown``, ``figures`` (plotly figures from
+frames) and ``html``. Dependencies point one way: report -> store; figures import nothing of the report.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Leaderboards regenerated from the store alone, in ``reports/<experiment>/``.
 
-- ``leaderboard.md``: a headline across tasks (``harness.report.summary``); per task the configurations ranked by their headline
-  metric with intervals per context length, effective length, costs, training, cells, and paired
-  tests (``harness.report.markdown``);
+- ``leaderboard.md``: a headline across tasks (``harness.report.summary``); per task the
+  configurations ranked by their headline metric with intervals per context length, effective
+  length, costs, training, cells, and paired tests (``harness.report.markdown``);
 - ``leaderboard.csv``: every (run, cell, metric) row in long format, with the configuration;
 - ``index.html``: the same with figures, one self-contained page (``harness.report.html``).
 

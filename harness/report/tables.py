@@ -11,7 +11,6 @@ correction over every test of the report.
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Any
 
 import numpy as np

@@ -77,7 +77,10 @@ def report_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                         help="effective context length: the longest length up to which the headline "
-                             f"metric stays at or above this (default {DEFAULT_THRESHOLD}, as RULER)")
+                             f"metric stays strictly above this (default {DEFAULT_THRESHOLD}, as RULER)")
+    parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+                        help="also test configuration A against B (a row's full name, label, or mechanism) in every "
+                             "task that has both; repeat for more pairs")
     args = parser.parse_args(argv)
     experiments = args.experiments or sorted(
         path.name for path in args.results_dir.glob("*") if path.is_dir() and not path.name.startswith(".")
@@ -87,7 +90,11 @@ def report_main(argv: list[str] | None = None) -> None:
     for experiment in experiments:
         if not (args.results_dir / experiment).is_dir():
             parser.error(f"no experiment {experiment!r} in {args.results_dir}")
-        print(write_report(args.results_dir, args.reports_dir, experiment, args.threshold))
+        try:
+            print(write_report(args.results_dir, args.reports_dir, experiment, args.threshold,
+                               tuple(tuple(pair) for pair in args.compare)))
+        except ValueError as error:
+            parser.error(str(error))
 
 
 if __name__ == "__main__":  # python -m harness.cli, as the memarena command

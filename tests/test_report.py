@@ -78,13 +78,24 @@ def test_a_budget_sweep_gives_one_row_per_configuration_and_pairs_only_within_a_
     assert list(budget.columns) == ["mechanism", "budget 4 KiB", "budget 64 KiB"]
 
 
-def test_two_seeds_that_agree_keep_the_evaluation_noise_in_their_interval(tmp_path):
+def test_two_seeds_print_no_interval_and_say_why(tmp_path):
     results = tmp_path / "results"
     for seed in (0, 1):
+        store_run(results, f"fa{seed}", config("full_attention", seed), {64: 32, 128: 31})
+    leaderboard = board(tmp_path)
+    [entry] = leaderboard.by_length("passkey").query("context_len == 64").to_dict("records")
+    assert entry["seeds"] == 2 and entry["method"] == "too few seeds" and np.isnan(entry["ci_low"])
+    assert display.accuracy_table(leaderboard, "passkey")["exact_match @64"].iloc[0] == "1.000 (no interval: 2 seeds)"
+    assert "2 seeds: no interval" in " ".join(display.task_notes(leaderboard, "passkey"))
+
+
+def test_three_seeds_that_agree_keep_the_evaluation_noise_in_their_interval(tmp_path):
+    results = tmp_path / "results"
+    for seed in (0, 1, 2):
         store_run(results, f"fa{seed}", config("full_attention", seed), {64: 32, 128: 32})
     [entry] = board(tmp_path).by_length("passkey").query("context_len == 64").to_dict("records")
-    assert entry["seeds"] == 2 and entry["method"] == "two-level bootstrap"
-    assert entry["value"] == 1.0 and entry["ci_high"] == 1.0 and 0.9 < entry["ci_low"] < 0.99  # Wilson of 64, not [1, 1]
+    assert entry["seeds"] == 3 and entry["method"] == "logit t"
+    assert entry["value"] == 1.0 and entry["ci_high"] == 1.0 and 0.9 < entry["ci_low"] < 0.99  # Wilson of 96, not [1, 1]
 
 
 def test_several_seeds_interval_covers_training_variance(tmp_path):
@@ -103,11 +114,11 @@ def test_several_seeds_interval_covers_training_variance(tmp_path):
 def test_paired_tests_with_seeds_take_the_seed_as_the_unit(tmp_path):
     results = tmp_path / "results"
     # A beats B by 12 examples with seed 0, B beats A by 10 with seed 1: pooled McNemar would call it
-    for seed, (a, b) in enumerate(((28, 16), (14, 24))):
+    for seed, (a, b) in enumerate(((28, 16), (14, 24), (20, 20))):
         store_run(results, f"a{seed}", config("sliding_window", seed, window=8), {64: a, 128: a})
         store_run(results, f"b{seed}", config("transformer_xl", seed, mem_len=8), {64: b, 128: b})
     [test] = board(tmp_path).tests("passkey").to_dict("records")
-    assert test["test"] == "seed t-test" and test["seeds"] == 2 and test["pairs"] == 128
+    assert test["test"] == "difference t-test" and test["seeds"] == 3 and test["pairs"] == 192
     assert test["p"] > 0.5 and test["significant"] == "no"
     assert test["diff_low"] < 0 < test["diff_high"]
 
@@ -118,10 +129,11 @@ def test_one_seed_tests_compare_checkpoints_with_an_effect_size(tmp_path):
     store_run(results, "b", config("transformer_xl", 0), {64: 20, 128: 10})
     leaderboard = board(tmp_path)
     [test] = leaderboard.tests("passkey").to_dict("records")
-    assert test["test"] == "mcnemar" and test["difference"] == pytest.approx(32 / 64)
+    assert test["test"] == "checkpoint t-test" and test["difference"] == pytest.approx(32 / 64)
     assert 0.35 < test["diff_low"] < 0.5 < test["diff_high"] < 0.65
+    assert test["significant"] == "checkpoints differ"  # never a plain "yes" about the mechanism
     notes = " ".join(display.test_notes(leaderboard, "passkey"))
-    assert "compares two trained checkpoints" in notes
+    assert "compares two trained checkpoints" in notes and "never marked significant" in notes
 
 
 def test_out_of_memory_ranks_as_failure_and_its_pairs_are_counted(tmp_path):
@@ -174,7 +186,7 @@ def test_bounded_continuous_metric_interval_stays_inside_its_range(tmp_path):
     f1 = [0.0] * 30 + [0.3, 0.4]  # a t interval would go below 0: "0.021 [-0.02, 0.06]"
     store_run(results, "a", config("full_attention", 0), {}, metric="f1", values={64: f1, 128: f1})
     [entry] = board(tmp_path).by_length("passkey").query("context_len == 64").to_dict("records")
-    assert entry["method"] == "bootstrap" and entry["ci_low"] >= 0 and entry["ci_high"] > entry["value"]
+    assert entry["method"] == "logit t" and entry["ci_low"] >= 0 and entry["ci_high"] > entry["value"]
 
 
 def test_ties_share_a_marked_rank_and_tables_are_formatted(tmp_path):
@@ -190,7 +202,7 @@ def test_ties_share_a_marked_rank_and_tables_are_formatted(tmp_path):
     detail = display.detail_table(leaderboard, "passkey")
     assert list(detail.columns) == ["configuration", "depth", "@64", "@128"]  # no tuples as labels
     text = leaderboard_markdown(leaderboard, "demo", "Generated now.")
-    assert max(len(line) for line in text.splitlines() if line.startswith("|")) < 200
+    assert max(len(line) for line in text.splitlines() if line.startswith("|")) < 260
 
 
 def test_training_that_was_still_falling_is_flagged(tmp_path):
@@ -270,7 +282,7 @@ def test_headline_names_a_tuned_rate_in_its_cell_unless_two_rows_would_merge(tmp
         path.write_text(json.dumps({**record, "tuning": {**tuning, "chosen_lr": lr}}))
     headline = display.headline_table(board(tmp_path))
     assert sorted(headline["configuration"]) == ["lstm_gated lr=0.001", "lstm_gated lr=0.003", "sliding_window"]
-    cells = headline.set_index("configuration").iloc[:, 0]
+    cells = headline.set_index("configuration")["passkey: exact_match, mean over lengths"]
     assert cells["sliding_window"].endswith(" at lr=0.003")
     assert not cells["lstm_gated lr=0.001"].endswith("at lr=0.001")
 

@@ -89,7 +89,7 @@ def test_tuning_runs_are_shared_by_seeds_and_the_report_names_the_choice(tmp_pat
     assert list(table.columns) == ["configuration", "lr=0.001", "lr=0.01", "chosen lr", "tuning seed"]
     headline = display.headline_table(board)  # the rate is chosen per task: named in the cell, not the row
     assert headline["configuration"].tolist() == ["sliding_window"]
-    assert headline.iloc[0, 1].endswith(f" at lr={first['tuning']['chosen_lr']}")
+    assert headline["passkey: exact_match, mean over lengths"].iloc[0].endswith(f" at lr={first['tuning']['chosen_lr']}")
 
 
 def test_the_run_at_the_tuning_seed_evaluates_the_winning_tuning_runs_model(tmp_path, monkeypatch):

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.report.tables import SIGNIFICANCE, STILL_FALLING, Leaderboard
-from harness.report.stats import CONFIDENCE, METHODS
+from harness.report import summary
+from harness.report.tables import DIFFERENCE_OF_INTEREST, SIGNIFICANCE, STILL_FALLING, Leaderboard
+from harness.report.stats import CONFIDENCE, METHODS, MIN_SEEDS
 
 
 def bytes_text(value) -> str:
@@ -46,16 +47,30 @@ NO_CELLS = "No run of this task stored results: see the runs without results bel
 BEYOND_TRAINING = "*"
 
 
+def bounds_text(low: float, high: float, signed: bool = False) -> str:
+    """``[0.90, 0.98]``: 2 decimals rounded outwards (low down, high up), so a point printed with 3 decimals
+    inside the interval stays inside the printed one (0.999 [0.99, 1.00], never [1.00, 1.00])."""
+    sign = "+" if signed else ""
+    low, high = math.floor(round(low * 100, 9)) / 100, math.ceil(round(high * 100, 9)) / 100
+    return f"[{low:{sign}.2f}, {high:{sign}.2f}]"
+
+
+def interval_text(value: float, low: float, high: float, signed: bool = False) -> str:
+    return f"{value:{'+' if signed else ''}.3f} {bounds_text(low, high, signed)}"
+
+
 def cell_text(entry) -> str:
     """A (row, length) entry: ``0.958 [0.90, 0.98]``, or its failure with the seeds it struck; a
-    length beyond training is marked ``*``."""
+    length beyond training is marked ``*``; with 2 seeds no interval (none holds its coverage)."""
     mark = BEYOND_TRAINING if entry.get("beyond_training") else ""
     if entry["status"] != "ok":
         seeds = f" ({entry['failing_seeds']} of {entry['seeds']} seeds)" if entry["seeds"] > 1 else ""
         return f"{entry['status'].upper()}{seeds}{mark}"
+    if entry.get("method") == "too few seeds":
+        return f"{value_text(entry['value'])} (no interval: {entry['seeds']} seeds){mark}"
     if pd.isna(entry["ci_low"]):
         return value_text(entry["value"]) + mark
-    return f"{entry['value']:.3f} [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]{mark}"
+    return interval_text(entry["value"], entry["ci_low"], entry["ci_high"]) + mark
 
 
 def accuracy_table(board: Leaderboard, task: str) -> pd.DataFrame:
@@ -101,7 +116,10 @@ def cost_table(board: Leaderboard, task: str) -> pd.DataFrame:
     table["train tokens/s"] = costs["train_tokens_per_s"].map(rate_text)
     table["final loss"] = [f"{final_loss[row]:.3f}" if row in final_loss.index and pd.notna(final_loss[row]) else ""
                            for row in table.index]
-    table["training"] = [_training_flag(late.get(row)) for row in table.index]
+    at_chance = board.at_chance(task)
+    table["training"] = ["; ".join(flag for flag in (f"did not learn: {board.metric(task)} not above chance"
+                                                     if row in at_chance else "", _training_flag(late.get(row))) if flag)
+                         for row in table.index]
     return table.reindex(ranking.index).reset_index(drop=True).fillna("")
 
 
@@ -140,13 +158,24 @@ def tuning_table(board: Leaderboard, task: str) -> pd.DataFrame | None:
                              **{f"lr={trial['lr']:g}": value_text(trial["validation_score"])
                                 if trial["validation_score"] is not None else str(trial["status"]).upper()
                                 for trial in tuning["trials"]},
-                             "chosen lr": chosen_rate_text(tuning), "tuning seed": tuning["seed"]}
+                             "chosen lr": chosen_rate_text(tuning, _examples_scored(run.record)),
+                             "tuning seed": tuning["seed"]}
     return pd.DataFrame(list(rows.values())).fillna("") if rows else None
 
 
-def chosen_rate_text(tuning: dict[str, Any]) -> str:
+def _examples_scored(record: dict[str, Any]) -> int | None:
+    """The examples a run scored on its headline metric (its validation runs score as many)."""
+    counts = [cell.get("n") or 0 for cell in record.get("cells", []) if cell["metric"] == record.get("primary_metric")]
+    return sum(counts) or None
+
+
+def chosen_rate_text(tuning: dict[str, Any], examples: int | None = None) -> str:
     """The chosen rate, flagged when it is an end of the grid and scored better on validation than the
-    rate next to it (or that rate's tuning run failed): the best rate may lie outside the grid."""
+    rate next to it (or that rate's tuning run failed): the best rate may lie outside the grid.
+
+    With ``examples`` (validation examples per rate), "better" means by more than noise: more than 1.96
+    standard errors of the difference of two proportions on that many examples (Newcombe 1998's
+    Wald form), so 0.995 against 0.990 on 288 examples is no trend."""
     chosen, rates = tuning["chosen_lr"], sorted(set(tuning["lr_grid"]))
     text = f"{chosen:g}"
     if len(rates) < 2 or chosen not in (rates[0], rates[-1]):
@@ -156,7 +185,16 @@ def chosen_rate_text(tuning: dict[str, Any]) -> str:
     if scores.get(chosen) is None or not math.isfinite(scores[chosen]) or (
             scores.get(neighbour) is not None and round(scores[chosen], 12) <= round(scores[neighbour], 12)):
         return text  # chosen on the training loss among equal scores, or by default: no evidence of a trend
+    if examples and scores.get(neighbour) is not None and _within_noise(scores[chosen], scores[neighbour], examples):
+        return text
     return f"{text} (the grid's {'lowest' if chosen == rates[0] else 'highest'})"
+
+
+def _within_noise(a: float, b: float, examples: int) -> bool:
+    if not (0 <= a <= 1 and 0 <= b <= 1):
+        return False
+    standard_error = math.sqrt((a * (1 - a) + b * (1 - b)) / examples)
+    return abs(a - b) <= 1.96 * max(standard_error, 1 / examples)
 
 
 def tuning_note(board: Leaderboard, task: str) -> str:
@@ -164,7 +202,8 @@ def tuning_note(board: Leaderboard, task: str) -> str:
             f"run per rate with the tuning seed; the highest mean validation {board.metric(task)} wins, ties to the "
             "lower final training loss. The rows above are then trained at the chosen rate with each seed and "
             "evaluated on the test set. A chosen rate marked as the grid's lowest or highest scored better than the "
-            "rate next to it (or that rate's run failed): the grid may not bracket the best rate, and a wider one "
+            "rate next to it by more than noise (1.96 standard errors of a difference of two proportions on the "
+            "validation examples), or that rate's run failed: the grid may not bracket the best rate, and a wider one "
             "may find a better rate.")
 
 
@@ -189,39 +228,103 @@ def tests_table(board: Leaderboard, task: str) -> pd.DataFrame:
     metric = board.metric(task)
     labels = board.row_settings(task)["label"]
     table = pd.DataFrame({
-        "A": tests["A"].map(labels), "B": tests["B"].map(labels),
+        "A": tests["A"].map(labels), "B": tests["B"].map(labels), "comparison": tests["why"],
         **({"setting": tests["A"].map(board.task_runs(task).drop_duplicates("row").set_index("row")["setting"])}
            if board.settings(task) else {}),
-        "seeds": tests["seeds"], "pairs": tests["pairs"], "dropped": tests["dropped"],
+        "seeds": tests["seeds"], "pairs": tests["pairs"],
         f"{metric} A": tests[f"{metric} A"].map(value_text), f"{metric} B": tests[f"{metric} B"].map(value_text),
-        "A - B [95%]": [f"{d:+.3f} [{low:+.2f}, {high:+.2f}]"
-                        for d, low, high in zip(tests["difference"], tests["diff_low"], tests["diff_high"])],
-        "test": tests["test"], "p": tests["p"].map(p_text), "p (Holm)": tests["p (Holm)"].map(p_text),
+        "A - B [interval]": [_difference_text(entry) for entry in tests.to_dict("records")],
+        "level": [f"{1 - level:.2%}" if pd.notna(level) else "" for level in tests["level"]],
+        "p": tests["p"].map(lambda p: p_text(p) if pd.notna(p) else ""),
+        "p (Holm)": tests["p (Holm)"].map(lambda p: p_text(p) if pd.notna(p) else ""),
         "significant": tests["significant"],
+        "detectable (80%)": tests["detectable"].map(_detectable_text),
+        f"seeds for {DIFFERENCE_OF_INTEREST:g}": [_seeds_needed_text(entry) for entry in tests.to_dict("records")],
     })
     return table.reset_index(drop=True)
 
 
-def headline_table(board: Leaderboard) -> pd.DataFrame:
-    """Configurations x each task's headline metric at its longest length and its effective length.
+def _difference_text(entry: dict) -> str:
+    if pd.isna(entry["diff_low"]):
+        return f"{entry['difference']:+.3f} (no interval)"
+    return interval_text(entry["difference"], entry["diff_low"], entry["diff_high"], signed=True)
 
-    A learning rate chosen by tuning is chosen per task: a configuration tuned on several tasks is one
-    row here, its rate named in each task's cell, rather than one row per rate with gaps."""
-    columns, order = {}, []
+
+def _detectable_text(detectable: float) -> str:
+    """The smallest detectable difference; beyond 1 (more than a metric in [0, 1] can differ by) as '> 1'."""
+    if pd.isna(detectable):
+        return ""
+    return "> 1" if detectable > 1 else f"{detectable:.3f}"
+
+
+def _seeds_needed_text(entry: dict) -> str:
+    """How many seeds a difference of DIFFERENCE_OF_INTEREST needs at 80% power, on these examples."""
+    if entry["seeds"] < MIN_SEEDS or pd.isna(entry["detectable"]):
+        return ""
+    needed = entry["seeds needed"]
+    return "more examples" if needed is None or pd.isna(needed) else str(int(needed))
+
+
+def headline_names(board: Leaderboard) -> dict[str, dict[str, str]]:
+    """Per task and row: the configuration's name across tasks (without a per-task tuned rate)."""
+    return {task: {row: name for row, (name, _) in _without_tuned_rate(board, task).items()} for task in board.tasks}
+
+
+def headline_table(board: Leaderboard) -> pd.DataFrame:
+    """Configurations x tasks, ordered by the interquartile mean of their normalised scores over tasks x seeds.
+
+    Per task: the score the task ranks by (the headline metric averaged over the tested lengths) with its
+    interval and rank in the task, and the effective length. A learning rate chosen by tuning is chosen
+    per task: a configuration tuned on several tasks is one row here, its rate named in each task's cell."""
+    columns = {}
+    names = headline_names(board)
+    frame = summary.normalised_scores(board, names)
+    aggregate = summary.aggregates(frame)
+    if not aggregate.empty:
+        top = aggregate.index[0]
+        columns["normalised IQM [95%]"] = pd.Series({c: interval_text(r["iqm"], r["iqm_low"], r["iqm_high"])
+                                                     for c, r in aggregate.iterrows()})
+        columns["normalised mean [95%]"] = pd.Series({c: interval_text(r["mean"], r["mean_low"], r["mean_high"])
+                                                      for c, r in aggregate.iterrows()})
+        columns[f"P({top} > row)"] = pd.Series({c: "" if c == top else
+                                                f"{summary.probability_of_improvement(frame, top, c):.2f}"
+                                                for c in aggregate.index})
     for task in board.tasks:
-        lengths = board.by_length(task)
-        if lengths.empty:
+        if board.by_length(task).empty:
             continue
         untuned = _without_tuned_rate(board, task)
-        longest = int(lengths["context_len"].max())
-        at_longest = lengths[lengths["context_len"] == longest].set_index("row")
-        columns[f"{task}: {board.metric(task)} @{longest}"] = pd.Series(
-            {untuned[row][0]: cell_text(entry) + untuned[row][1] for row, entry in at_longest.iterrows()})
+        intervals = board.score_intervals(task)
+        ranks = board.ranking(task)["rank"]
+        columns[f"{task}: {board.metric(task)}, mean over lengths"] = pd.Series(
+            {untuned[row][0]: f"{_score_text(entry)} (#{ranks[row]}){untuned[row][1]}"
+             for row, entry in intervals.iterrows()})
         columns[f"{task}: effective length"] = board.effective_length(task).rename(lambda row: untuned[row][0])
-        order += [untuned[row][0] for row in board.ranking(task).index]
-    table = pd.DataFrame(columns).reindex(list(dict.fromkeys(order)))
+    order = [*aggregate.index, *sorted({name for task in names.values() for name in task.values()} - set(aggregate.index))]
+    table = pd.DataFrame(columns).reindex(order)
     table.index.name = "configuration"
     return table.fillna("not run").reset_index()
+
+
+def _score_text(entry) -> str:
+    if entry["method"] == "too few seeds":
+        return f"{value_text(entry['value'])} (no interval)"
+    if pd.isna(entry["ci_low"]):
+        return value_text(entry["value"])
+    return interval_text(entry["value"], entry["ci_low"], entry["ci_high"])
+
+
+def headline_notes(board: Leaderboard) -> list[str]:
+    frame = summary.normalised_scores(board, headline_names(board))
+    if frame.empty:
+        return []
+    return [f"Rows are ordered by the interquartile mean (IQM) of their normalised scores over {frame['task'].nunique()} "
+            "task(s) x seeds: a seed's score on a task is its headline metric averaged over the tested lengths "
+            "(failures as the worst value), normalised as (score - chance) / (best possible - chance): 0 is chance, 1 "
+            "perfect. Intervals over tasks x seeds are stratified-bootstrap percentile intervals (seeds resampled "
+            f"within each task, {summary.RESAMPLES} resamples). P(top > row): the probability that a seed of the top "
+            "configuration outscores a seed of the row on a task, averaged over tasks (0.5: no difference). Only "
+            "configurations run on every task are summarised. Per task: the score the task ranks by, with its "
+            f"{CONFIDENCE:.0%} interval and the row's rank in the task (#k)."]
 
 
 def _without_tuned_rate(board: Leaderboard, task: str) -> dict[str, tuple[str, str]]:
@@ -259,11 +362,28 @@ def how_to_read(board: Leaderboard) -> list[str]:
         "experiment (its settings, such as a state budget, are columns). Rows are ranked by the headline metric "
         "averaged over the tested context lengths, with out-of-memory (OOM), diverged and failed runs counted as "
         "the metric's worst value; equal scores (to 3 decimals) share a rank, marked '='.",
-        f"Intervals are {CONFIDENCE:.0%} intervals. With 1 seed they cover evaluation noise only (which test examples "
-        "were drawn), not training variance: another training seed can move a score by more than its interval. "
-        "With several seeds they cover both. Paired tests compare rows of the same setting on the same test "
-        f"examples; p-values are Holm-corrected over every test in this report (significant at {SIGNIFICANCE}).",
+        f"Intervals are {CONFIDENCE:.0%} intervals from one model of the design: every seed is tested on the same "
+        "examples, so seeds and examples are crossed random effects. With 1 seed they cover evaluation noise only "
+        "(which test examples were drawn), not training variance: another training seed can move a score by more "
+        f"than its interval. With {MIN_SEEDS} or more seeds they cover both; with 2 seeds no interval is printed. "
+        "Paired tests compare rows of the same setting on the same test examples, each configuration against the "
+        f"best of its task; p-values are Holm-corrected within each task (significant at {SIGNIFICANCE}).",
     ]
+
+
+def seeds_text(board: Leaderboard, task: str) -> str:
+    """What the intervals of a task cover, row by row when seed counts differ."""
+    lengths = board.by_length(task)
+    counts = lengths.drop_duplicates("row").set_index("row")["seeds"] if not lengths.empty else pd.Series(dtype=int)
+    words = {1: "1 seed: the interval covers evaluation noise only (which test examples were drawn), not training "
+                "variance",
+             2: f"2 seeds: no interval (with fewer than {MIN_SEEDS} seeds no method held its coverage in simulation)"}
+    groups = counts.groupby(counts).groups
+    parts = []
+    for count, rows in sorted(groups.items()):
+        text = words.get(count, f"{count} seeds: the interval covers training variance and evaluation noise")
+        parts.append(text if len(groups) == 1 else f"{text} ({', '.join(rows)})")
+    return "; ".join(parts)
 
 
 def task_notes(board: Leaderboard, task: str) -> list[str]:
@@ -271,17 +391,17 @@ def task_notes(board: Leaderboard, task: str) -> list[str]:
     metric = board.metric(task)
     lengths = board.by_length(task)
     seeds = sorted(lengths["seeds"].unique()) if not lengths.empty else []
-    methods = sorted(set(lengths.get("method", pd.Series(dtype=str)).dropna()) - {"none"})
-    interval = "; ".join(f"{name}: {METHODS[name]}" for name in methods) or "none (no per-example outcomes stored)"
-    seed_words = ("1 seed per configuration: intervals and tests cover evaluation noise only, training variance is "
-                  "not measured" if seeds == [1] else
-                  f"{'/'.join(map(str, seeds))} seeds per configuration: intervals include training variance")
+    methods = sorted(set(lengths.get("method", pd.Series(dtype=str)).dropna()) - {"none", "too few seeds"})
+    interval = ("; ".join([*(f"{name}: {METHODS[name]}" for name in methods), f"variance: {METHODS['crossed']}"])
+                if methods else "none (no per-example outcomes stored, or too few seeds)")
+    seed_words = seeds_text(board, task)
     notes = [
         f"{metric} per context length, pooled over the other grid knobs, with its {CONFIDENCE:.0%} interval "
         f"({interval}). {seed_words}. Chance: {_chance_text(board.chance(task))}.",
         f"Effective length (RULER): the longest tested length up to which {metric} stays strictly above "
         f"{board.threshold} at every tested length; '>= L' means the longest tested length passes (the true "
-        "value may be longer), '< L' that the shortest fails.",
+        "value may be longer), '< L' that the shortest fails; 'not measured': all tested lengths were trained on, "
+        "so the grid says nothing about length beyond training.",
     ]
     if seeds and max(seeds) > 1:
         notes.append("Seed means: the lowest and highest mean of a single seed, a spread, not an interval.")
@@ -304,7 +424,11 @@ def corpus_notes(board: Leaderboard, task: str) -> list[str]:
 
 
 def cost_notes(board: Leaderboard, task: str) -> list[str]:
-    return [
+    warning = board.timing_warning(task)
+    timing = ([f"Timings are rough here: {warning}. Do not rank configurations by decode or prefill speed from this "
+               "report (the figures draw no Pareto frontier over latency); measure them with one run per machine."]
+              if warning else [])
+    return timing + [
         "Costs per sequence at the longest length (median over its cells and seeds): state = bytes of the "
         "mechanism's state after reading the example; peak memory = tensor memory allocated while reading it "
         "(weights excluded); decode = time per answer token after the prefill, median and 95th percentile; "
@@ -321,27 +445,47 @@ def test_notes(board: Leaderboard, task: str) -> list[str]:
     tests = board.tests(task)
     if tests.empty:
         return []
-    used = sorted(set(tests["test"]))
+    notes = ["Head to head on the same test examples, within each setting: each configuration against the best of "
+             "its setting (comparison 'vs best'), and pairs asked for with memarena-report --compare ('asked for'). "
+             "A - B: the mean paired difference with its interval at the level Holm's procedure tested it at "
+             f"('level'; the {len(tests[tests['p'].notna()])} tests of this task are one family, significant at "
+             f"{SIGNIFICANCE}), so an interval excludes 0 exactly when the comparison is significant. Test: "
+             f"{METHODS['difference t-test']}; {METHODS['crossed']}.",
+             "Detectable (80%): the smallest difference this test would detect with 80% power, with these seeds and "
+             f"examples. Seeds for {DIFFERENCE_OF_INTEREST:g}: the seeds a true difference of {DIFFERENCE_OF_INTEREST:g} "
+             "would need for 80% power on these examples, from the same variance components ('more examples': seeds "
+             "alone cannot get there). Both are blank where the paired differences do not vary at all (no variance "
+             "to extrapolate from)."]
+    if (tests["seeds"] == 1).any():
+        notes.append("A comparison with 1 seed compares two trained checkpoints, not two mechanisms: it says nothing "
+                     "of what another training seed would give, so it is never marked significant; 'checkpoints "
+                     "differ' says only that these two checkpoints score differently on examples like these.")
+    if ((tests["seeds"] > 1) & (tests["seeds"] < MIN_SEEDS)).any():
+        notes.append(f"A comparison over fewer than {MIN_SEEDS} shared seeds has no interval and no test: none held "
+                     "its level in simulation.")
     dropped = int(tests["dropped"].sum())
-    notes = ["Head to head on the same test examples, within each setting. A - B: the mean paired difference with "
-             f"its {CONFIDENCE:.0%} bootstrap interval (over examples with 1 seed, over seeds then examples with more). "
-             + " ".join(f"{name}: {METHODS[name]}." for name in used)]
-    if "mcnemar" in used or "wilcoxon" in used:
-        notes.append("A test on 1 seed compares two trained checkpoints, not two mechanisms: it says nothing of "
-                     "what another training seed would give.")
     if dropped:
         notes.append(f"{dropped} example pair(s) dropped because one side has no outcome there (OOM, diverged or "
                      "failed); the ranking above counts those as failures.")
+    unshared = tests[tests["unshared seeds"] > 0]
+    if not unshared.empty:
+        notes.append(f"{len(unshared)} comparison(s) pair only the seeds both sides have (the seed counts differ).")
     return notes
 
 
 def training_note(board: Leaderboard, task: str) -> str | None:
     flagged = board.training(task)
     flagged = flagged[flagged["late_drop"].fillna(0) > STILL_FALLING]
-    if flagged.empty:
-        return None
-    return (f"{len(flagged)} run(s) may be under-trained (loss still falling at the end): "
-            + ", ".join(f"{row} seed {seed}" for row, seed in zip(flagged["row"], flagged["seed"])) + ".")
+    at_chance = board.at_chance(task)
+    notes = []
+    if at_chance:
+        notes.append(f"{len(at_chance)} configuration(s) did not learn the task ({board.metric(task)} over the lengths "
+                     f"not above chance, {_chance_text(board.chance(task))}; with an interval, its bound reaches "
+                     "chance): " + ", ".join(at_chance) + ". Their comparisons say nothing about their mechanism.")
+    if not flagged.empty:
+        notes.append(f"{len(flagged)} run(s) may be under-trained (loss still falling at the end): "
+                     + ", ".join(f"{row} seed {seed}" for row, seed in zip(flagged["row"], flagged["seed"])) + ".")
+    return " ".join(notes) or None
 
 
 def methods_text() -> str:

@@ -31,8 +31,34 @@ LAYOUT = {"template": "plotly_white", "margin": {"l": 60, "r": 20, "t": 20, "b":
           "legend": {"font": {"size": 11}}, "width": 520, "height": 380}
 
 
-#: a log axis labelled at powers of ten only (plotly's default also labels 2 and 5 in between)
-LOG_AXIS = {"type": "log", "dtick": 1, "exponentformat": "SI"}
+#: extra room above a heatmap, so plotly's toolbar covers none of its top row
+HEATMAP_TOP_MARGIN = 45
+
+
+def bytes_label(value: float) -> str:
+    """``512 B``, ``64 KiB``, ``1 MiB``: the units of the report's tables."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} B"
+
+
+def bytes_axis(values) -> dict:
+    """A log axis of byte counts ticked at powers of 2 (at most 8 ticks) labelled in B/KiB/MiB, as the tables."""
+    values = [float(v) for v in values if pd.notna(v) and v > 0]
+    if not values:
+        return {"type": "log"}
+    low, high = int(np.floor(np.log2(min(values)))), int(np.ceil(np.log2(max(values))))
+    step = max(1, int(np.ceil((high - low + 1) / 8)))
+    ticks = [2.0 ** power for power in range(low, high + 1, step)]
+    return {"type": "log", "tickvals": ticks, "ticktext": [bytes_label(t) for t in ticks]}
+
+
+def tick_text(value) -> str:
+    """A knob value as a tick: a whole float reads as an integer (``2``, not ``2.0``)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def mechanism_color(mechanism: str) -> str:
@@ -86,11 +112,11 @@ def by_length_figure(lengths: pd.DataFrame, metric: str, chance: float, bounded:
     ``lengths`` has columns row, context_len, status, value, ci_low, ci_high.
     """
     figure = _figure()
-    for row, group in lengths.sort_values("context_len").groupby("row", sort=False):
+    for rank, (row, group) in enumerate(lengths.sort_values("context_len", kind="stable").groupby("row", sort=False)):
         style = styles[row]
         fits = group[group["status"] == "ok"]
         figure.add_trace(go.Scatter(
-            x=fits["context_len"], y=fits["value"], mode="lines+markers", name=row, legendgroup=row,
+            x=fits["context_len"], y=fits["value"], mode="lines+markers", name=row, legendgroup=row, legendrank=rank,
             line={"color": style["color"], "dash": style["dash"]}, marker={"symbol": style["symbol"], "size": 7},
             error_y={"type": "data", "symmetric": False, "array": (fits["ci_high"] - fits["value"]).fillna(0),
                      "arrayminus": (fits["value"] - fits["ci_low"]).fillna(0), "thickness": 1, "width": 3}))
@@ -99,7 +125,7 @@ def by_length_figure(lengths: pd.DataFrame, metric: str, chance: float, bounded:
             statuses = "/".join(sorted(set(failed["status"].str.upper())))
             figure.add_trace(go.Scatter(
                 x=failed["context_len"], y=[0.0] * len(failed), mode="markers", name=f"{row}: {statuses}",
-                legendgroup=row,
+                legendgroup=row, legendrank=rank,
                 marker={"symbol": FAILURE_SYMBOL, "size": 12, "color": style["color"], "line": {"width": 2}},
                 text=failed["status"].str.upper(), hovertemplate="%{x}: %{text}<extra>" + row + "</extra>"))
     _chance(figure, list(lengths["context_len"]), chance)
@@ -119,15 +145,16 @@ def pareto_frontier(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_figure(points: pd.DataFrame, cost_title: str, metric: str, bounded: bool, log: bool,
-                styles: dict[str, dict[str, str]]) -> go.Figure:
-    """The metric against a cost, one marker per row with error bars both ways, the Pareto frontier as steps.
+                styles: dict[str, dict[str, str]], frontier: bool = True) -> go.Figure:
+    """The metric against a cost, one marker per row with error bars both ways, the Pareto frontier as steps
+    (unless ``frontier`` is False: costs too noisy to rank). A log cost is a byte count, ticked in B/KiB/MiB.
 
     ``points`` is indexed by row with columns cost, cost_low, cost_high, score, score_low, score_high
     and failed (a failure scores 0 and is drawn as a cross).
     """
     figure = _figure()
     points = points.dropna(subset=["cost"])
-    frontier = pareto_frontier(points[~points["failed"]])
+    frontier = pareto_frontier(points[~points["failed"]]) if frontier else points.iloc[:0]
     if len(frontier):
         x = [*frontier["cost"], points["cost"].max()]
         y = [*frontier["score"], frontier["score"].iloc[-1]]
@@ -143,7 +170,7 @@ def cost_figure(points: pd.DataFrame, cost_title: str, metric: str, bounded: boo
                      "arrayminus": [_gap(point["cost"], point["cost_low"])], "thickness": 1},
             error_y={"type": "data", "symmetric": False, "array": [_gap(point["score_high"], point["score"])],
                      "arrayminus": [_gap(point["score"], point["score_low"])], "thickness": 1}))
-    figure.update_layout(xaxis={"title": cost_title, **LOG_AXIS} if log else {"title": cost_title},
+    figure.update_layout(xaxis={"title": cost_title, **bytes_axis(points["cost"])} if log else {"title": cost_title},
                          yaxis=metric_axis(metric, bounded))
     return figure
 
@@ -156,26 +183,32 @@ def heatmap_figure(values: pd.DataFrame, failures: pd.DataFrame, knob: str, metr
     """One row's metric by (knob, length); failed cells show their status."""
     text = values.round(2).astype(object).where(failures.isna(), failures)
     figure = go.Figure(go.Heatmap(
-        z=values.to_numpy(dtype=float), x=[str(c) for c in values.columns], y=[str(v) for v in values.index],
+        z=values.to_numpy(dtype=float), x=[tick_text(c) for c in values.columns], y=[tick_text(v) for v in values.index],
         text=text.astype(str).to_numpy(), texttemplate="%{text}", colorscale="Viridis",
         colorbar={"title": {"text": metric, "side": "right"}}, **({"zmin": 0, "zmax": 1} if bounded else {})))
-    figure.update_layout(**{**LAYOUT, "width": 420, "height": 300},
+    figure.update_layout(**{**LAYOUT, "width": 420, "height": 300 + HEATMAP_TOP_MARGIN,
+                            "margin": {**LAYOUT["margin"], "t": LAYOUT["margin"]["t"] + HEATMAP_TOP_MARGIN}},
                          xaxis={"title": "context length", "type": "category"},
                          yaxis={"title": knob, "type": "category"})
     return figure
 
 
 def training_figure(training: pd.DataFrame, styles: dict[str, dict[str, str]]) -> go.Figure:
-    """Training loss against step, a line per run (``training`` has row, seed, curve)."""
+    """Training loss against step, a line per run, the legend grouped by configuration (a group per row,
+    in the order of ``training``, its seeds in order under it); ``training`` has row, seed, curve."""
     figure = _figure()
-    for run in training.itertuples():
+    order = {row: index for index, row in enumerate(dict.fromkeys(training["row"]))}
+    runs = training.assign(order=training["row"].map(order)).sort_values(["order", "seed"], kind="stable")
+    for rank, run in enumerate(runs.itertuples()):
         if not run.curve:
             continue
         style = styles[run.row]
         figure.add_trace(go.Scatter(
             x=[point["step"] for point in run.curve], y=[point["loss"] for point in run.curve], mode="lines",
-            name=f"{run.row} seed {run.seed}", line={"color": style["color"], "dash": style["dash"], "width": 1.5}))
-    figure.update_layout(xaxis={"title": "training step"}, yaxis={"title": "training loss", "type": "log"})
+            name=f"seed {run.seed}", legendgroup=run.row, legendgrouptitle={"text": run.row}, legendrank=rank,
+            line={"color": style["color"], "dash": style["dash"], "width": 1.5}))
+    figure.update_layout(xaxis={"title": "training step"}, yaxis={"title": "training loss", "type": "log"},
+                         legend={**LAYOUT["legend"], "groupclick": "togglegroup"})
     return figure
 
 
@@ -188,6 +221,23 @@ def budget_figure(sweep: pd.DataFrame, metric: str, bounded: bool) -> go.Figure:
                                     line={"color": mechanism_color(mechanism)},
                                     text=[f"budget {int(b)} B" for b in group["budget"]],
                                     hovertemplate="%{text}: %{x} B, %{y:.3f}<extra>" + mechanism + "</extra>"))
-    figure.update_layout(xaxis={"title": "measured state bytes per sequence", **LOG_AXIS},
+    figure.update_layout(xaxis={"title": "measured state bytes per sequence", **bytes_axis(sweep["state_bytes"])},
                          yaxis=metric_axis(f"{metric} (mean over lengths)", bounded))
+    return figure
+
+
+def profile_figure(profiles: pd.DataFrame, mechanisms: dict[str, str]) -> go.Figure:
+    """Performance profiles (Agarwal et al. 2021): per configuration (columns of ``profiles``), the share of
+    its runs scoring above each normalised score (the index), as a step line; ``mechanisms`` names each
+    configuration's mechanism for its colour."""
+    figure = _figure()
+    styles = row_styles(pd.DataFrame({"row": list(profiles.columns),
+                                      "mechanism": [mechanisms[c] for c in profiles.columns]}))
+    for rank, configuration in enumerate(profiles.columns):
+        style = styles[configuration]
+        figure.add_trace(go.Scatter(x=profiles.index, y=profiles[configuration], mode="lines", line_shape="hv",
+                                    name=configuration, legendrank=rank,
+                                    line={"color": style["color"], "dash": style["dash"]}))
+    figure.update_layout(xaxis={"title": "normalised score tau (0 chance, 1 perfect)", "range": [0, 1]},
+                         yaxis={"title": "share of runs with score > tau", "range": [-0.03, 1.03]})
     return figure

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from harness.report import display, figures
+from harness.report import display, figures, summary
 from harness.report.markdown import unfinished_table
 from harness.report.tables import Leaderboard
 
@@ -77,7 +77,12 @@ def leaderboard_html(board: Leaderboard, experiment: str, generated: str) -> str
     page.notes(display.how_to_read(board))
     if board.tasks:
         page.text("<h2>Headline</h2>")
+        page.notes(display.headline_notes(board))
         page.table(display.headline_table(board))
+        frame = summary.normalised_scores(board, display.headline_names(board))
+        if not frame.empty:
+            page.figure("performance profiles: share of task x seed runs above each normalised score",
+                        figures.profile_figure(summary.performance_profiles(frame), _mechanisms(board)))
     for task in board.tasks:
         _task(page, board, task)
     unfinished = board.runs[board.runs["status"] != "ok"]
@@ -91,6 +96,13 @@ def leaderboard_html(board: Leaderboard, experiment: str, generated: str) -> str
             f"<title>memarena: {html.escape(experiment)}</title><style>{STYLE}</style>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
             + "\n".join(page.parts) + "</body></html>")
+
+
+def _mechanisms(board: Leaderboard) -> dict[str, str]:
+    """Per cross-task configuration name: its mechanism (for its colour)."""
+    names = display.headline_names(board)
+    return {name: mechanism for task in board.tasks for row, name in names[task].items()
+            for mechanism in board.task_runs(task).loc[board.task_runs(task)["row"] == row, "mechanism"].iloc[:1]}
 
 
 def provenance(board: Leaderboard) -> pd.DataFrame:
@@ -138,16 +150,18 @@ def _task(page: Page, board: Leaderboard, task: str) -> None:
                                         "state bytes per sequence (log)", metric, bounded, True, styles))
     if "decode_latency_p50_s" in costs.columns:
         high = costs["decode_latency_p95_s"] * 1e3 if "decode_latency_p95_s" in costs.columns else None
-        page.figure(f"{metric} @{longest} against decode latency (median, bar to p95; machine-dependent)",
+        page.figure(f"{metric} @{longest} against decode latency (median, bar to p95; machine-dependent"
+                    + ("; too noisy to rank, no frontier)" if board.timing_warning(task) else ")"),
                     figures.cost_figure(points.assign(cost=costs["decode_latency_p50_s"] * 1e3,
                                                       cost_low=costs["decode_latency_p50_s"] * 1e3,
                                                       cost_high=high if high is not None else costs["decode_latency_p50_s"] * 1e3),
-                                        "decode ms per answer token", metric, bounded, False, styles))
+                                        "decode ms per answer token", metric, bounded, False, styles,
+                                        frontier=board.timing_warning(task) is None))
     sweep = board.budget_sweep(task)
     if sweep is not None and sweep["budget"].notna().any() and "state_bytes" in sweep.columns:
         page.figure(f"{metric} against measured state bytes, one line per mechanism across budgets",
                     figures.budget_figure(sweep.dropna(subset=["budget"]), metric, bounded))
-    training = board.training(task)
+    training = board.training(task).sort_values("row", key=lambda rows: rows.map(order), kind="stable")
     if training["curve"].map(bool).any():
         page.figure("training loss", figures.training_figure(training, styles))
     for knob in board.knobs(task):

@@ -15,7 +15,8 @@ def _table(frame: pd.DataFrame) -> str:
 def leaderboard_markdown(board: Leaderboard, experiment: str, generated: str) -> str:
     lines = [f"# Leaderboard: {experiment}", "", generated, "", *_paragraphs(display.how_to_read(board))]
     if board.tasks:
-        lines += ["## Headline", "", _table(display.headline_table(board)), ""]
+        lines += ["## Headline", "", *_paragraphs(display.headline_notes(board)), _table(display.headline_table(board)),
+                  ""]
     for task in board.tasks:
         if not board.has_cells(task):
             lines += [f"## {task}", "", display.NO_CELLS, ""]

@@ -11,21 +11,27 @@ correction over every test of the report.
 from __future__ import annotations
 
 import functools
-import itertools
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from harness.report.stats import (difference_interval, holm, interval_method, is_binary, paired_seed_test, paired_test,
-                           seeds_interval)
+from harness.report.stats import (MIN_SEEDS, Difference, at_level, crossed_interval, detectable_difference, difference,
+                           holm_levels, is_bounded, seeds_needed)
 
 #: RULER's effective context length: the longest length up to which the metric stays above this
 DEFAULT_THRESHOLD = 0.85
 SIGNIFICANCE = 0.05
+NOT_MEASURED = "not measured"
+#: the difference whose seed requirement the head-to-head tables state
+DIFFERENCE_OF_INTEREST = 0.05
 #: a run that made more than this share of its loss decrease in its last fifth of steps may be under-trained
 #: (measured: 0.1-1.7% for runs that had levelled off, 2.7-8.7% for runs stopped early or still improving)
 STILL_FALLING = 0.025
+#: a configuration whose decode latency varies more than this across its seeds has timings too noisy to rank
+TIMING_SPREAD = 1.5
+#: launchers that run several runs at once on one machine (their timings share the cores)
+PARALLEL_LAUNCHERS = ("hydra/launcher=local_parallel", "hydra/launcher=joblib")
 #: statuses that are failures, worst first
 FAILURES = ("failed", "diverged", "oom")
 BY_LENGTH_COLUMNS = ["row", "context_len", "seeds", "mechanism", "beyond_training", "status", "failing_seeds",
@@ -47,8 +53,12 @@ def cells_frame(runs: pd.DataFrame) -> pd.DataFrame:
 class Leaderboard:
     """The tables of one experiment's report, computed once; treat what the methods return as read-only."""
 
-    def __init__(self, runs: pd.DataFrame, outcomes: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD):
+    def __init__(self, runs: pd.DataFrame, outcomes: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD,
+                 compare: tuple[tuple[str, str], ...] = ()):
+        """``compare``: pairs of rows (a row's full name, label, or mechanism) to test in every task that has
+        both, beside each row against its task's best."""
         self.runs = runs
+        self.compare = tuple(compare)
         self.outcomes = outcomes
         self.threshold = threshold
         self.cells = cells_frame(runs)
@@ -138,15 +148,32 @@ class Leaderboard:
         examples = self._examples(task, metric)
         examples = examples[(examples["row"] == row) & (examples["context_len"] == length)] if not examples.empty else examples
         seed_means = cells.groupby("seed")["value"].mean()
-        spread = (float(seed_means.min()), float(seed_means.max()))
+        spread = {"seed_min": float(seed_means.min()), "seed_max": float(seed_means.max())}
         if examples.empty:  # no per-example outcomes: the mean alone, no interval
             return {"value": float(seed_means.mean()), "ci_low": np.nan, "ci_high": np.nan, "method": "none",
-                    "seed_min": spread[0], "seed_max": spread[1], "n": int(cells["n"].sum())}
-        per_seed = [group["value"].to_numpy() for _, group in examples.groupby("seed")]
-        value, low, high = seeds_interval(per_seed)
-        return {"value": value, "ci_low": low, "ci_high": high,
-                "method": interval_method(examples["value"].to_numpy(), len(per_seed)),
-                "seed_min": spread[0], "seed_max": spread[1], "n": len(examples)}
+                    **spread, "n": int(cells["n"].sum())}
+        return {**self._matrix_interval(task, examples), **spread}
+
+    def _matrix_interval(self, task: str, examples: pd.DataFrame) -> dict[str, Any]:
+        """Mean and interval of a row's outcomes (the seed x example matrix of ``examples``)."""
+        matrix = self._matrix(task, examples)
+        seeds = matrix.shape[0]
+        if seeds < MIN_SEEDS and seeds > 1 or matrix.shape[1] < 2:
+            return {"value": float(matrix.mean()), "ci_low": np.nan, "ci_high": np.nan,
+                    "method": "too few seeds" if matrix.shape[1] >= 2 else "none", "n": matrix.size}
+        bounded = is_bounded(matrix)
+        value, low, high = crossed_interval(matrix, bounded)
+        return {"value": float(value), "ci_low": float(low), "ci_high": float(high),
+                "method": "logit t" if bounded else "t", "n": matrix.size}
+
+    def _matrix(self, task: str, examples: pd.DataFrame) -> np.ndarray:
+        """Outcomes as a seed x example matrix, keeping the examples every seed has."""
+        keys = self._example_keys(task, examples)
+        return examples.pivot_table(index="seed", columns=keys, values="value", aggfunc="first").dropna(axis=1).to_numpy()
+
+    def _example_keys(self, task: str, examples: pd.DataFrame) -> list[str]:
+        """The columns that name one test example: its grid knobs and its index."""
+        return [k for k in ["context_len", *self.knobs(task)] if k in examples.columns] + ["example"]
 
     @functools.cache
     def _examples(self, task: str, metric: str) -> pd.DataFrame:
@@ -166,6 +193,38 @@ class Leaderboard:
         return values.groupby(lengths["row"], sort=False).mean()
 
     @functools.cache
+    def score_intervals(self, task: str) -> pd.DataFrame:
+        """Per row: its score (the mean over lengths) with an interval from the crossed model of all its
+        outcomes (every length's examples), when every length is ok; ``method`` says which."""
+        metric = self.metric(task)
+        examples = self._examples(task, metric) if metric else pd.DataFrame()
+        lengths = self.by_length(task)
+        rows = {}
+        for row, score in self.scores(task).items():
+            ok = (lengths.loc[lengths["row"] == row, "status"] == "ok").all()
+            mine = examples[examples["row"] == row] if not examples.empty else examples
+            if not ok or mine.empty:
+                rows[row] = {"value": score, "ci_low": np.nan, "ci_high": np.nan, "method": "failures" if not ok else "none"}
+                continue
+            rows[row] = {**self._matrix_interval(task, mine), "value": score}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    @functools.cache
+    def seed_scores(self, task: str) -> pd.DataFrame:
+        """Per (row, seed): the mean over the task's lengths of that seed's metric, failures as the worst value."""
+        table = self.primary(task)
+        rows = []
+        for run in self.task_runs(task).itertuples():
+            cells = table[table["run_id"] == run.run_id] if not table.empty else table
+            per_length = []
+            for length in self.lengths(task):
+                here = cells[cells["context_len"] == length] if not cells.empty else cells
+                failed = run.status != "ok" or here.empty or (here["status"] != "ok").any()
+                per_length.append(self.worst(task) if failed else float(here["value"].mean()))
+            rows.append({"row": run.row, "seed": run.seed, "score": float(np.mean(per_length)) if per_length else np.nan})
+        return pd.DataFrame(rows, columns=["row", "seed", "score"])
+
+    @functools.cache
     def ranking(self, task: str) -> pd.DataFrame:
         """Rows best first, with a rank (ties share it, marked ``=``) and the score they are ranked by."""
         scores = self.scores(task)
@@ -179,9 +238,13 @@ class Leaderboard:
     @functools.cache
     def effective_length(self, task: str) -> pd.Series:
         """Per row, RULER's effective length as text: the longest length up to which every tested length
-        scores strictly above the threshold (failures fail), censored as ``>= L`` and ``< L``."""
+        scores strictly above the threshold (failures fail), censored as ``>= L`` and ``< L``; ``not measured``
+        when every tested length is one the row was trained on (then it says nothing about length)."""
         effective = {}
         for row, group in self.by_length(task).sort_values("context_len").groupby("row", sort=False):
+            if not group["beyond_training"].any() and self._trained_lengths_known(task, row):
+                effective[row] = NOT_MEASURED
+                continue
             passing = ((group["status"] == "ok") & (group["value"] > self.threshold)).to_numpy()
             lengths = group["context_len"].to_numpy()
             first_failure = int(np.argmin(passing)) if not passing.all() else len(passing)
@@ -192,6 +255,10 @@ class Leaderboard:
             else:
                 effective[row] = str(lengths[first_failure - 1])
         return pd.Series(effective, name="effective length")
+
+    def _trained_lengths_known(self, task: str, row: str) -> bool:
+        runs = self.task_runs(task)
+        return all((r.get("training") or {}).get("context_len") is not None for r in runs.loc[runs["row"] == row, "record"])
 
     def row_settings(self, task: str) -> pd.DataFrame:
         """Per row: its label and setting columns."""
@@ -215,6 +282,42 @@ class Leaderboard:
         training = self.training(task)
         frame["train_tokens_per_s"] = training.groupby("row")["tokens_per_s"].median()
         return frame
+
+    @functools.cache
+    def at_chance(self, task: str) -> list[str]:
+        """Rows that did not learn the task: their score (mean over lengths) is not above chance; with an
+        interval, its bound on the good side reaches chance. (The training loss cannot say it: the loss a
+        task's chance level corresponds to is not stored.)"""
+        chance = float(self.chance(task).median()) if self.has_cells(task) else np.nan
+        rows = []
+        for row, entry in self.score_intervals(task).iterrows():
+            good = entry["ci_low"] if self.higher_is_better(task) else entry["ci_high"]
+            good = entry["value"] if pd.isna(good) else good
+            if self.higher_is_better(task) and good <= chance or not self.higher_is_better(task) and good >= chance:
+                rows.append(row)
+        return rows
+
+    @functools.cache
+    def timing_warning(self, task: str) -> str | None:
+        """Why the task's latencies and throughputs cannot be ranked, if they cannot: runs launched in parallel
+        on one machine (their provenance's command line), or one configuration's decode latency varying by more
+        than ``TIMING_SPREAD`` x across its seeds at the longest length."""
+        runs = self.task_runs(task)
+        parallel = sum(any(str(argument).startswith(PARALLEL_LAUNCHERS)
+                           for argument in (r.get("provenance") or {}).get("argv") or []) for r in runs["record"])
+        reasons = []
+        if parallel:
+            reasons.append(f"{parallel} of its {len(runs)} runs were launched in parallel on one machine, so their "
+                           "timings shared its cores")
+        table = self.primary(task)
+        if not table.empty and "decode_latency_p50_s" in table.columns:
+            longest = table[(table["context_len"] == table["context_len"].max()) & (table["status"] == "ok")]
+            per_seed = longest.groupby(["row", "seed"])["decode_latency_p50_s"].median().groupby("row")
+            spread = (per_seed.max() / per_seed.min()).replace([np.inf], np.nan).dropna()
+            if not spread.empty and spread.max() > TIMING_SPREAD:
+                reasons.append(f"the decode latency of one configuration ({spread.idxmax()}) varies "
+                               f"{spread.max():.2f}x across its seeds")
+        return "; ".join(reasons) or None
 
     @functools.cache
     def training(self, task: str) -> pd.DataFrame:
@@ -255,54 +358,98 @@ class Leaderboard:
     # ---- head to head
     @functools.cache
     def head_to_head(self) -> pd.DataFrame:
-        """Every paired test of the report (all tasks and settings), Holm-corrected together."""
-        frames = [self._task_tests(task) for task in self.tasks]
-        frame = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(not f.empty for f in frames) \
-            else pd.DataFrame()
-        if frame.empty:
-            return frame
-        frame["p (Holm)"] = holm(frame["p"].tolist())
-        frame["significant"] = np.where(frame["p (Holm)"] < SIGNIFICANCE, "yes", "no")
-        return frame
+        """Per task, each configuration against the task's best of its setting (and the pairs asked for with
+        ``compare``), Holm-corrected within the task; each interval at the level Holm decided it at."""
+        frames = [frame for frame in (self._task_tests(task) for task in self.tasks) if not frame.empty]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def tests(self, task: str) -> pd.DataFrame:
         frame = self.head_to_head()
         return frame[frame["task"] == task] if not frame.empty else frame
+
+    def resolve(self, task: str, name: str) -> str | None:
+        """The task's row called ``name`` (its full name, its label, or its mechanism when that is one row)."""
+        runs = self.task_runs(task).drop_duplicates("row")
+        for column in ("row", "label", "mechanism"):
+            found = runs.loc[runs[column] == name, "row"]
+            if len(found) == 1:
+                return found.iloc[0]
+        return None
+
+    def _pairs(self, task: str) -> list[tuple[str, str, str]]:
+        """(A, B, why): the best row of each setting against every other row of it, then the asked-for pairs."""
+        rank = {row: i for i, row in enumerate(self.ranking(task).index)}
+        runs = self.task_runs(task).drop_duplicates("row").set_index("row")
+        pairs = []
+        for _, group in runs.groupby("setting", sort=False):
+            best, *others = sorted(group.index, key=rank.get)
+            pairs += [(best, other, "vs best") for other in others]
+        for a, b in self.compare:
+            a, b = self.resolve(task, a), self.resolve(task, b)
+            if a and b and a != b and (a, b, "vs best") not in pairs and (b, a, "vs best") not in pairs:
+                pairs.append((a, b, "asked for"))
+        return pairs
 
     def _task_tests(self, task: str) -> pd.DataFrame:
         metric = self.metric(task)
         examples = self._examples(task, metric) if metric else pd.DataFrame()
         if examples.empty:
             return pd.DataFrame()
-        keys = ["seed", *[k for k in ["context_len", *self.knobs(task)] if k in examples.columns], "example"]
-        rank = {row: i for i, row in enumerate(self.ranking(task).index)}
-        runs = self.task_runs(task).drop_duplicates("row").set_index("row")
-        rows = []
-        for _, group in runs.groupby("setting", sort=False):
-            ordered = sorted(group.index, key=rank.get)
-            for a, b in itertools.combinations(ordered, 2):
-                rows.append(self._pair(task, metric, examples, keys, a, b))
-        return pd.DataFrame([row for row in rows if row is not None])
+        rows = [row for row in (self._pair(task, metric, examples, *pair) for pair in self._pairs(task)) if row]
+        if not rows:
+            return pd.DataFrame()
+        frame = pd.DataFrame(rows)
+        tested = frame["p"].notna()
+        adjusted, levels = holm_levels(frame.loc[tested, "p"].tolist(), SIGNIFICANCE)
+        frame.loc[tested, "p (Holm)"] = adjusted
+        frame.loc[tested, "level"] = levels
+        significant, bounds, detectable, needed = [], [], [], []
+        for entry in frame.itertuples():
+            result: Difference | None = entry.result
+            if result is None:
+                significant.append("too few seeds")
+                bounds.append((np.nan, np.nan))
+                detectable.append(np.nan)
+                needed.append(None)
+                continue
+            result = at_level(result, entry.level)
+            rejected = result.p < entry.level
+            significant.append(("yes" if rejected else "no") if entry.seeds >= MIN_SEEDS
+                               else ("checkpoints differ" if rejected else "no"))
+            # a difference of two metrics in [0, 1] lies in [-1, 1] (clipping keeps the interval's side of 0)
+            bounds.append((max(result.low, -1.0), min(result.high, 1.0)) if entry.bounded else (result.low, result.high))
+            varies = result.se > 0
+            detectable.append(detectable_difference(result.fit, entry.level) if varies else np.nan)
+            needed.append(seeds_needed(result.fit, DIFFERENCE_OF_INTEREST, entry.level))
+        frame["diff_low"], frame["diff_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+        frame["significant"], frame["detectable"], frame["seeds needed"] = significant, detectable, needed
+        return frame.drop(columns=["result", "bounded"])
 
-    def _pair(self, task, metric, examples, keys, a, b) -> dict[str, Any] | None:
+    def _pair(self, task, metric, examples, a, b, why) -> dict[str, Any] | None:
+        """The paired difference A - B over the seeds both have and the examples both have in every such seed."""
+        keys = self._example_keys(task, examples)
         one, other = examples[examples["row"] == a], examples[examples["row"] == b]
-        paired = one.merge(other, on=keys, suffixes=("_a", "_b"))
-        union = pd.concat([one[keys], other[keys]]).drop_duplicates()
-        if paired.empty:
+        seeds = sorted(set(one["seed"]) & set(other["seed"]))
+        unshared = len(set(one["seed"]) ^ set(other["seed"]))
+        if not seeds:
             return None
-        seeds = sorted(paired["seed"].unique())
-        differences = [(g["value_a"] - g["value_b"]).to_numpy() for _, g in paired.groupby("seed")]
-        if len(seeds) == 1:
-            p = paired_test(paired["value_a"], paired["value_b"])
-            binary = is_binary(paired["value_a"]) and is_binary(paired["value_b"])
-            test = "mcnemar" if binary else "wilcoxon"
-        else:
-            p, test = paired_seed_test(differences), "seed t-test"
-        difference, low, high = difference_interval(differences)
-        return {"task": task, "A": a, "B": b, "seeds": len(seeds), "pairs": len(paired),
-                "dropped": len(union) - len(paired), f"{metric} A": paired["value_a"].mean(),
-                f"{metric} B": paired["value_b"].mean(), "difference": difference, "diff_low": low, "diff_high": high,
-                "test": test, "p": p}
+        wide = [part[part["seed"].isin(seeds)].pivot_table(index="seed", columns=keys, values="value", aggfunc="first")
+                for part in (one, other)]
+        union = wide[0].columns.union(wide[1].columns)
+        common = wide[0].columns.intersection(wide[1].columns)
+        complete = common[(wide[0][common].notna().all() & wide[1][common].notna().all()).to_numpy()]
+        if complete.empty:
+            return None
+        values_a, values_b = (part.loc[seeds, complete].to_numpy() for part in wide)
+        matrix = values_a - values_b
+        testable = matrix.shape[1] >= 2 and not 1 < len(seeds) < MIN_SEEDS
+        result = difference(matrix, SIGNIFICANCE) if testable else None
+        return {"task": task, "A": a, "B": b, "why": why, "seeds": len(seeds), "unshared seeds": unshared,
+                "pairs": matrix.size, "dropped": len(seeds) * (len(union) - len(complete)),
+                f"{metric} A": values_a.mean(), f"{metric} B": values_b.mean(), "difference": matrix.mean(),
+                "test": ("difference t-test" if len(seeds) >= MIN_SEEDS else "checkpoint t-test") if result else "none",
+                "p": result.p if result else np.nan, "result": result,
+                "bounded": is_bounded(values_a) and is_bounded(values_b)}
 
     # ---- budgets
     def budget_sweep(self, task: str) -> pd.DataFrame | None:

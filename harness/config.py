@@ -82,6 +82,10 @@ class CheckpointConfig:
     every_minutes: Optional[float] = 10.0
 
 
+#: the configuration with perfect memory that every experiment's ranking is read against
+DEFAULT_CEILING = "full_attention"
+
+
 @dataclass
 class RunConfig:
     #: experiment name: runs are stored under <results_dir>/<name>/
@@ -118,11 +122,14 @@ class RunConfig:
     data_workers: int = 1
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    #: the experiment's ceiling: the mechanism with perfect memory. The report says, per task, whether
+    #: it reached CEILING_LEVEL at every trained length; if not, the ranking measures learning, not memory
+    ceiling: str = DEFAULT_CEILING
 
 
 #: keys that do not change what a run computes; left out of its run_id
 NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force", "progress", "mode", "keep_weights",
-                     "data_workers", "checkpoint")
+                     "data_workers", "checkpoint", "ceiling")
 #: (section, key) -> the value at which a key added later computes what runs computed before it
 #: existed: left out of the run_id at that value, so that stored runs keep their ids
 NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "seed"): 0,

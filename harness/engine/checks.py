@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from harness.config import ModelConfig, RunConfig
+from harness.registry import MECHANISMS
 from harness.layers.mechanism import state_bytes
 from harness.layers.model import StreamingLM
 from harness.taskkit.task import EVAL_SPLITS, SCORINGS
@@ -73,6 +74,8 @@ def check_ranges(config: RunConfig) -> None:
         raise ConfigError(f"tune.seed={config.tune.seed}: must be an integer >= 0")
     if config.eval.max_memory_gb is not None:
         _check_number("eval.max_memory_gb", config.eval.max_memory_gb, "> 0 or null", config.eval.max_memory_gb > 0)
+    if config.ceiling not in MECHANISMS.names():
+        raise ConfigError(f"ceiling={config.ceiling!r}: not a mechanism; known mechanisms: {MECHANISMS.names()}")
     if config.train.min_context_len > config.train.context_len:
         raise ConfigError(
             f"train.min_context_len={config.train.min_context_len} exceeds train.context_len={config.train.context_len}"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import summary
-from harness.report.tables import DIFFERENCE_OF_INTEREST, SIGNIFICANCE, STILL_FALLING, Leaderboard
+from harness.report.tables import CEILING_LEVEL, DIFFERENCE_OF_INTEREST, SIGNIFICANCE, STILL_FALLING, Leaderboard
 from harness.report.stats import CONFIDENCE, METHODS, MIN_SEEDS
 
 
@@ -369,6 +369,34 @@ def how_to_read(board: Leaderboard) -> list[str]:
         "Paired tests compare rows of the same setting on the same test examples, each configuration against the "
         f"best of its task; p-values are Holm-corrected within each task (significant at {SIGNIFICANCE}).",
     ]
+
+
+def ceiling_notes(board: Leaderboard) -> list[str]:
+    """Per task, whether the ceiling learned it within its training lengths, and what the ranking then measures."""
+    notes = []
+    for task in board.tasks:
+        ceiling = board.ceiling(task)
+        name = ceiling["mechanism"] or "the ceiling"
+        if ceiling["row"] is None:
+            notes.append(f"Ceiling, {task}: {name} was not run on this task, so nothing shows that the task can be "
+                         "learned at this budget: read the ranking as how far each mechanism learned, not as what its "
+                         "memory can hold.")
+        elif ceiling["at"] is None:
+            notes.append(f"Ceiling, {task}: {ceiling['row']} was tested at no length within its training lengths, so "
+                         "nothing shows it learned the task: read the ranking as how far each mechanism learned.")
+        elif ceiling["reached"] is None:
+            notes.append(f"Ceiling, {task}: {ceiling['row']} is the ceiling; its metric is lower-is-better, which no "
+                         "fixed level judges.")
+        elif ceiling["reached"]:
+            notes.append(f"Ceiling, {task}: {ceiling['row']} reached {CEILING_LEVEL} at every trained length "
+                         f"(lowest {ceiling['lowest']:.3f} at {ceiling['at']} tokens): the task is learned at this "
+                         "budget, so a mechanism below it falls short in memory or in learning.")
+        else:
+            lowest = ("failed" if ceiling["lowest"] is None else f"{ceiling['lowest']:.3f}")
+            notes.append(f"Ceiling, {task}: {ceiling['row']} did NOT reach {CEILING_LEVEL} at every trained length "
+                         f"({lowest} at {ceiling['at']} tokens): the ranking measures how far each mechanism learned "
+                         "the task at this budget, not what its memory can hold.")
+    return notes
 
 
 def seeds_text(board: Leaderboard, task: str) -> str:

@@ -75,6 +75,7 @@ def leaderboard_html(board: Leaderboard, experiment: str, generated: str) -> str
     page = Page()
     page.text(f"<h1>Leaderboard: {html.escape(experiment)}</h1><p>{html.escape(generated)}</p>")
     page.notes(display.how_to_read(board))
+    page.notes(display.ceiling_notes(board))
     if board.tasks:
         page.text("<h2>Headline</h2>")
         page.notes(display.headline_notes(board))

@@ -13,7 +13,8 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def leaderboard_markdown(board: Leaderboard, experiment: str, generated: str) -> str:
-    lines = [f"# Leaderboard: {experiment}", "", generated, "", *_paragraphs(display.how_to_read(board))]
+    lines = [f"# Leaderboard: {experiment}", "", generated, "", *_paragraphs(display.how_to_read(board)),
+             *_paragraphs(display.ceiling_notes(board))]
     if board.tasks:
         lines += ["## Headline", "", *_paragraphs(display.headline_notes(board)), _table(display.headline_table(board)),
                   ""]

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from harness.config import NON_SEMANTIC_KEYS
+from harness.config import DEFAULT_CEILING, NON_SEMANTIC_KEYS
 from harness.store.records import CONFIG_FILE, OUTCOMES_FILE, load_experiment
 
 #: keys that never separate two runs into two rows: the replicate, and the grids (report columns)
@@ -103,18 +103,20 @@ def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataF
         configs = pd.DataFrame([config for _, config in chosen])
         per_mechanism, settings = configuration_keys(configs)
         rows = []
-        for record, config in chosen:
-            config = {key: config.get(key) for key in configs.columns}
+        for record, full_config in chosen:
+            config = {key: full_config.get(key) for key in configs.columns}
             mechanism = record["mechanism"]
             label = " ".join([mechanism, *(_assignment(key, config[key]) for key in per_mechanism.get(mechanism, []))])
             setting = ", ".join(_assignment(key, config[key]) for key in settings)
             rows.append({"task": task, "row": f"{label} ({setting})" if setting else label, "label": label,
                          "setting": setting, "mechanism": mechanism, "seed": record["seed"], "run_id": record["run_id"],
                          "status": record["status"], "record": record,
+                         "ceiling": full_config.get("ceiling") or DEFAULT_CEILING,
                          **{short_name(key): config[key] for key in settings}})
         frames.append(pd.DataFrame(rows))
     if not frames:
-        return pd.DataFrame(columns=["task", "row", "label", "setting", "mechanism", "seed", "run_id", "status", "record"])
+        return pd.DataFrame(columns=["task", "row", "label", "setting", "mechanism", "seed", "run_id", "status", "record",
+                                     "ceiling"])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -23,6 +23,9 @@ from harness.report.stats import (MIN_SEEDS, Difference, at_level, crossed_inter
 DEFAULT_THRESHOLD = 0.85
 SIGNIFICANCE = 0.05
 NOT_MEASURED = "not measured"
+#: the score the ceiling (the mechanism with perfect memory) must reach at every trained length for a
+#: ranking to speak about memory rather than about how far each mechanism learned the task
+CEILING_LEVEL = 0.95
 #: the difference whose seed requirement the head-to-head tables state
 DIFFERENCE_OF_INTEREST = 0.05
 #: a run that made more than this share of its loss decrease in its last fifth of steps may be under-trained
@@ -95,7 +98,7 @@ class Leaderboard:
 
     def settings(self, task: str) -> list[str]:
         """The setting columns of a task (keys that vary outside the mechanism options)."""
-        fixed = {"task", "row", "label", "setting", "mechanism", "seed", "run_id", "status", "record"}
+        fixed = {"task", "row", "label", "setting", "mechanism", "seed", "run_id", "status", "record", "ceiling"}
         runs = self.task_runs(task)
         return [column for column in runs.columns if column not in fixed and runs[column].notna().any()]
 
@@ -298,6 +301,35 @@ class Leaderboard:
         return rows
 
     @functools.cache
+    def ceiling(self, task: str) -> dict[str, Any]:
+        """Whether the task's ceiling learned it: its best row's lowest mean score over the trained lengths.
+
+        ``mechanism``: the experiment's ceiling (config ``ceiling``); ``row``: its best row on the task
+        (None if it was not run); ``lowest`` and ``at``: its lowest score at a length within its training
+        range (None if it has none there); ``reached``: whether that lowest score reaches CEILING_LEVEL
+        (beyond it for a lower-is-better metric); a failed length counts as not reached.
+        """
+        runs = self.task_runs(task)
+        mechanism = runs["ceiling"].mode().iloc[0] if "ceiling" in runs and runs["ceiling"].notna().any() else None
+        result = {"mechanism": mechanism, "row": None, "lowest": None, "at": None, "reached": False}
+        candidates = runs.loc[runs["mechanism"] == mechanism, "row"].unique()
+        if not len(candidates):
+            return result
+        scores = self.scores(task)
+        result["row"] = max(candidates, key=lambda row: scores.get(row, -np.inf) if self.higher_is_better(task)
+                            else -scores.get(row, np.inf))
+        lengths = self.by_length(task)
+        trained = lengths[(lengths["row"] == result["row"]) & ~lengths["beyond_training"]]
+        if trained.empty:
+            return result
+        values = trained["value"].where(trained["status"] == "ok")
+        worst = values.isna().any()
+        position = (values.fillna(-np.inf).idxmin() if self.higher_is_better(task) else values.fillna(np.inf).idxmax())
+        result.update(lowest=None if worst else float(values[position]), at=int(trained.loc[position, "context_len"]))
+        result["reached"] = (None if not self.higher_is_better(task)
+                             else not worst and result["lowest"] >= CEILING_LEVEL)
+        return result
+
     def timing_warning(self, task: str) -> str | None:
         """Why the task's latencies and throughputs cannot be ranked, if they cannot: runs launched in parallel
         on one machine (their provenance's command line), or one configuration's decode latency varying by more

@@ -162,3 +162,27 @@ def test_identical_outcomes_state_no_power_figures(tmp_path):
     three_seed_store(tmp_path / "results", {"full_attention": (32, 32, 32), "mamba": (32, 32, 32)})
     [shown] = display.tests_table(board(tmp_path), "passkey").to_dict("records")
     assert shown["detectable (80%)"] == "" and shown["seeds for 0.05"] == "" and shown["significant"] == "no"
+
+
+def test_timings_measured_under_load_are_flagged_from_the_record(tmp_path):
+    results = tmp_path / "results"
+    three_seed_store(results, {"full_attention": (31, 30, 32), "mamba": (20, 21, 22)})
+    path = results / "demo" / "mamba2" / "result.json"
+    record = json.loads(path.read_text())
+    record["measurement"] = {"load": {"cpus": 2, "threads": 1, "loadavg_1min_before": 1.2, "loadavg_1min_after": 1.9}}
+    path.write_text(json.dumps(record))
+    assert board(tmp_path).timing_warning("passkey") is None  # busy, but no more runnable than cores
+    record["measurement"]["load"]["loadavg_1min_after"] = 3.4
+    path.write_text(json.dumps(record))
+    assert "1 of its 6 runs were measured while the machine's load average exceeded its cores" in (
+        board(tmp_path).timing_warning("passkey"))
+
+
+def test_a_run_records_the_machine_load_around_its_timings(tmp_path):
+    from conftest import compose_config, tiny_overrides
+    from harness.engine.run import run
+
+    record = run(compose_config(tiny_overrides(tmp_path)))
+    load = record["measurement"]["load"]
+    assert load["cpus"] >= 1 and load["threads"] >= 1
+    assert load["loadavg_1min_before"] >= 0 and load["loadavg_1min_after"] >= 0

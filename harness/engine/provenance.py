@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -34,6 +35,12 @@ def numerics(device: torch.device, precision: str) -> dict[str, Any]:
     without changing what it computes: recorded with the run, not part of its run_id."""
     return {"threads": torch.get_num_threads(), "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "device": str(device), "precision": precision}
+
+
+def machine_load() -> dict[str, Any]:
+    """The machine's load when timings are taken: the 1-minute load average (runnable processes, this run's
+    threads among them) against the cores. A load above the cores means timings shared the machine."""
+    return {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "loadavg_1min_before": os.getloadavg()[0]}
 
 
 def settings_mismatch(stored: dict[str, Any] | None, current: dict[str, Any]) -> str:

@@ -25,7 +25,7 @@ from harness.engine.cpu_allocator import retain_freed_memory
 from harness.engine.evaluate import evaluate
 from harness.engine.measure import FLOP_METHOD, MEMORY_METHOD
 from harness.engine.plan import PlannedRun, autocast, plan, prepare, show_progress
-from harness.engine.provenance import numerics, provenance, settings_mismatch
+from harness.engine.provenance import machine_load, numerics, provenance, settings_mismatch
 from harness.engine.train import Diverged, train
 from harness.engine.tuning import TuningFailed, choose_rate, weights_to_reuse
 from harness.store.records import FINAL_STATUSES, CorruptRecord, completed_status, read_result, write_run
@@ -86,8 +86,10 @@ def execute(planned: PlannedRun, tuning: dict[str, Any] | None = None, reused: P
                                     planned.device, progress, precision, config.data_workers, checkpoints))
         if config.keep_weights:
             save_weights(model, planned.run_dir)
+        load_before = machine_load()
         cells, outcomes = evaluate(model, planned.task, config.eval, config.model.segment_len, planned.device,
                                    progress, precision, ExampleCache(config.cache_dir))
+        record["measurement"]["load"] = {**load_before, "loadavg_1min_after": machine_load()["loadavg_1min_before"]}
         record.update(status="ok", error=None, training=training, cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:

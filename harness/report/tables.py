@@ -332,15 +332,20 @@ class Leaderboard:
 
     def timing_warning(self, task: str) -> str | None:
         """Why the task's latencies and throughputs cannot be ranked, if they cannot: runs launched in parallel
-        on one machine (their provenance's command line), or one configuration's decode latency varying by more
+        on one machine (their provenance's command line), runs evaluated while the machine's load average
+        exceeded its cores (their ``measurement.load``), or one configuration's decode latency varying by more
         than ``TIMING_SPREAD`` x across its seeds at the longest length."""
         runs = self.task_runs(task)
         parallel = sum(any(str(argument).startswith(PARALLEL_LAUNCHERS)
                            for argument in (r.get("provenance") or {}).get("argv") or []) for r in runs["record"])
+        loaded = sum(_measured_under_load(r) for r in runs["record"])
         reasons = []
         if parallel:
             reasons.append(f"{parallel} of its {len(runs)} runs were launched in parallel on one machine, so their "
                            "timings shared its cores")
+        if loaded:
+            reasons.append(f"{loaded} of its {len(runs)} runs were measured while the machine's load average exceeded "
+                           "its cores (measurement.load in the record)")
         table = self.primary(task)
         if not table.empty and "decode_latency_p50_s" in table.columns:
             longest = table[(table["context_len"] == table["context_len"].max()) & (table["status"] == "ok")]
@@ -494,6 +499,14 @@ class Leaderboard:
         frame["mechanism"] = self.task_runs(task).drop_duplicates("row").set_index("row")["mechanism"]
         frame["score"] = self.scores(task)
         return frame
+
+
+def _measured_under_load(record: dict[str, Any]) -> bool:
+    """Whether a run's timings were taken while more processes were runnable than the machine has cores."""
+    load = (record.get("measurement") or {}).get("load")
+    if not load:
+        return False
+    return max(load["loadavg_1min_before"], load["loadavg_1min_after"]) > load["cpus"]
 
 
 def late_drop(curve: list[dict[str, Any]]) -> float | None:

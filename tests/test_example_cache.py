@@ -47,8 +47,8 @@ def test_a_second_run_reads_the_cache_and_other_options_get_their_own(tmp_path):
 def test_the_key_covers_the_generator_code():
     assert code_version("tasks.niah") != code_version("tasks.passkey")
     assert len(code_version("tasks.niah")) == 16
-    # babi_qa's stories come from a module beside it: its code is in the key too
-    assert _helper_modules("tasks.babi_qa") == ["tasks.babi_stories"]
+    # babi_qa's stories and its background corpus come from modules beside it: their code is in the key too
+    assert _helper_modules("tasks.babi_qa") == ["tasks.babi_stories", "tasks.sample_corpus"]
 
 
 def test_no_directory_or_dataset_backed_tasks_generate_directly(tmp_path):

@@ -1,4 +1,8 @@
-"""Console scripts: ``memarena`` (one run, or a sweep with -m) and ``memarena-report``."""
+"""Console scripts: ``memarena`` (one run, or a sweep with -m) and ``memarena-report``.
+
+A job trains a model (harness/engine/run.py), or with ``model=hf`` evaluates a pretrained one through a
+memory policy on its KV cache (harness/pretrained/run.py); both store their records the same way.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from harness.config import CONF_DIR, register_configs
+from harness.config import CONF_DIR, NOT_PRETRAINED, is_pretrained, register_configs
 from harness.report import DEFAULT_THRESHOLD, write_report
 from harness.engine.sweep import leaderboard_line, write_job_status
 
@@ -24,8 +28,12 @@ def _job(cfg: DictConfig) -> None:
     from harness.engine.run import run
 
     single_run = HydraConfig.get().mode == RunMode.RUN
+    if is_pretrained(cfg):  # model=hf: the pretrained family (needs transformers, imported only then)
+        from harness.pretrained.run import run_pretrained_job as runner
+    else:
+        runner = evaluate_stored if cfg.mode == "eval" else run
     try:
-        record = (evaluate_stored if cfg.mode == "eval" else run)(cfg)
+        record = runner(cfg)
     except KeyboardInterrupt:
         print("\nmemarena: interrupted; nothing partial was stored (finished runs are kept): "
               "rerun the same command to resume", file=sys.stderr)
@@ -57,7 +65,8 @@ def main() -> None:
 
 def _pins_every_swept_key(arguments: list[str]) -> bool:
     """Whether a command without -m gives one value to every key its experiment sweeps
-    (``memarena mechanism=X``): then it is one run, not a sweep of one with a multirun folder."""
+    (``memarena mechanism=X``; with ``model=hf``, every key but those a pretrained model ignores): then it
+    is one run, not a sweep of one with a multirun folder."""
     if any(argument.startswith("-") for argument in arguments):
         return False  # -m, --cfg, --config-dir, ...: left to Hydra as given
     overrides = OverridesParser.create().parse_overrides(arguments)
@@ -67,6 +76,8 @@ def _pins_every_swept_key(arguments: list[str]) -> bool:
         config = compose("config", overrides=arguments, return_hydra_config=True)
     swept = set(config.hydra.sweeper.get("params") or {})
     pinned = {override.key_or_group for override in overrides}
+    if is_pretrained(config):  # a pretrained model is not trained: a sweep over mechanisms or training is moot
+        pinned |= {key for key in swept if key.split(".")[0] in NOT_PRETRAINED}
     return config.hydra.mode == RunMode.MULTIRUN and bool(swept) and swept <= pinned
 
 

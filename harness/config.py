@@ -8,12 +8,13 @@ as ``schema/<group>/<name>`` by the registry and named in the component's YAML d
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from harness.registry import MECHANISMS, TASKS
 
@@ -31,6 +32,74 @@ class ModelConfig:
     mlp_ratio: int = 4
     #: tokens read per forward call; the mechanism's state carries everything before them
     segment_len: int = 64
+
+
+@dataclass
+class PretrainedModelConfig:
+    """``model=hf``: a pretrained causal LM that ``transformers`` loads (harness/pretrained), read in segments
+    through a memory policy on its KV cache (the ``policy`` group) instead of a model trained here."""
+
+    #: a Hugging Face hub name (``Qwen/Qwen2.5-7B-Instruct``) or a directory saved with ``save_pretrained``
+    name: str = MISSING
+    #: wrap the prompt in the tokenizer's chat template (the context and question as the user's turn)
+    chat_template: bool = False
+    #: null: bfloat16 on CUDA, float32 on CPU; or float32, bfloat16, float16
+    dtype: Optional[str] = None
+    #: model tokens read per forward pass; the policy cuts the cache between passes
+    segment_len: int = 512
+    #: null: the benchmark template's budget (RULER's tokens_to_generate)
+    max_new_tokens: Optional[int] = None
+
+
+@dataclass
+class PolicyConfig:
+    """A memory policy on a pretrained model's KV cache (harness/pretrained/policies.py). ``budget``: the most
+    cached positions a bounded policy keeps between segments; when set, it sizes the policy's own knobs
+    (``Policy.options_for_budget``) so that policies compare at equal memory; ``full`` keeps everything."""
+
+    name: str = MISSING
+    budget: Optional[int] = None
+
+
+@dataclass
+class FullOptions:
+    """``full`` has no options: it keeps everything."""
+
+
+@dataclass
+class SlidingWindowOptions:
+    #: each token sees itself and the window - 1 tokens before it
+    window: int = 4096
+    #: attention sinks (StreamingLLM): the first tokens, visible to every later token
+    sinks: int = 0
+
+
+@dataclass
+class TransformerXLOptions:
+    #: cached positions a segment sees besides itself
+    mem_len: int = 4096
+
+
+@dataclass
+class CompressiveOptions:
+    mem_len: int = 2048
+    #: compressed slots, each the mean of ``rate`` positions that left the memory
+    cmem_len: int = 1024
+    rate: int = 4
+
+
+@dataclass
+class KvPressOptions:
+    #: a press class exported by kvpress (StreamingLLMPress, SnapKVPress, KnormPress, ...)
+    press: str = "StreamingLLMPress"
+    #: its keyword arguments, e.g. {compression_ratio: 0.5}
+    press_options: dict[str, Any] = field(default_factory=dict)
+
+
+#: policy name -> the dataclass of its options (harness/pretrained/policies.py builds each policy on its own)
+POLICY_OPTIONS: dict[str, type] = {"full": FullOptions, "sliding_window": SlidingWindowOptions,
+                                   "transformer_xl": TransformerXLOptions, "compressive": CompressiveOptions,
+                                   "kvpress": KvPressOptions}
 
 
 @dataclass
@@ -92,7 +161,10 @@ class RunConfig:
     name: str = "default"
     mechanism: Any = MISSING
     task: Any = MISSING
-    model: ModelConfig = MISSING
+    #: a ModelConfig (a model trained here: conf/model/tiny.yaml, small.yaml) or a PretrainedModelConfig (model=hf)
+    model: Any = MISSING
+    #: model=hf only: the memory policy on the pretrained model's KV cache (conf/policy/); null: full
+    policy: Any = None
     train: TrainConfig = MISSING
     eval: EvalConfig = MISSING
     seed: int = 0
@@ -139,10 +211,20 @@ NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "
                   ("mechanism", "backend"): "auto"}
 
 
+#: top-level keys a pretrained model (model=hf) does not use: it is not trained, and greedy decoding has no seed
+NOT_PRETRAINED = ("mechanism", "train", "tune", "seed", "state_budget_bytes")
+
+
+def is_pretrained(cfg: Any) -> bool:
+    """Whether a composed config runs a pretrained model (``model=hf``) rather than training one."""
+    return OmegaConf.get_type(cfg, "model") is PretrainedModelConfig
+
+
 def semantic_config(container: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config that a run_id hashes: without NON_SEMANTIC_KEYS, nor keys at their NEUTRAL_VALUES."""
+    """The resolved config that a run_id hashes: without NON_SEMANTIC_KEYS, nor keys at their NEUTRAL_VALUES
+    (a trained run's ``policy``, null, included: it was added with the pretrained family)."""
     semantic = {key: dict(value) if isinstance(value, dict) else value for key, value in container.items()
-                if key not in NON_SEMANTIC_KEYS}
+                if key not in NON_SEMANTIC_KEYS and not (key == "policy" and value is None)}
     for (section, key), neutral in NEUTRAL_VALUES.items():
         if section in semantic and semantic[section].get(key, neutral) == neutral:
             semantic[section].pop(key, None)
@@ -189,4 +271,16 @@ def register_configs() -> None:
             if not (CONF_DIR / registry.group / f"{name}.yaml").is_file():
                 # a plug-in without a YAML of its own here: selectable by name, with its Config's defaults
                 store.store(group=registry.group, name=name, node=registry.get(name).Config)
+    store.store(group="schema/model", name="streaming", node=ModelConfig)
+    store.store(group="schema/model", name="hf", node=PretrainedModelConfig)
+    for name, options in POLICY_OPTIONS.items():
+        store.store(group="schema/policy", name=name, node=policy_schema(name, options))
     store.store(name="config_schema", node=RunConfig)
+
+
+def policy_schema(name: str, options: type) -> type:
+    """The typed config of policy ``name``: PolicyConfig (its name, a budget) with the policy's own options."""
+    schema = dataclasses.make_dataclass(f"{options.__name__.removesuffix('Options')}PolicyConfig",
+                                        [("name", str, field(default=name))], bases=(PolicyConfig, options))
+    schema.__module__ = __name__
+    return schema

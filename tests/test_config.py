@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -10,7 +11,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import harness
 from conftest import compose_config, run_cli, tiny_overrides
-from harness.config import CONF_DIR, register_configs
+from harness.config import CONF_DIR, is_pretrained, register_configs
 from harness.engine.checks import ConfigError
 from harness.engine.plan import prepare
 
@@ -33,10 +34,21 @@ def test_every_mechanism_and_task_composes_and_builds(mechanism, task, tmp_path)
     assert not any(tmp_path.iterdir()), "preparing a run wrote to the store"
 
 
-@pytest.mark.parametrize("group", ["model", "train", "eval", "experiment"])
+@pytest.mark.parametrize("group", ["model", "train", "eval", "experiment", "policy"])
 def test_every_option_of_the_other_groups_composes_and_builds(group, tmp_path):
     for option in options(group):
-        prepare(compose_config([f"{group}={option}", f"results_dir={tmp_path}"]))
+        overrides = [f"{group}={option}", f"results_dir={tmp_path}"] + (["model=hf"] if group == "policy" else [])
+        cfg = compose_config(overrides)
+        if not is_pretrained(cfg):
+            prepare(cfg)
+            continue
+        pytest.importorskip("transformers")  # a pretrained model's config (model=hf) is checked by its own planner
+        from harness.pretrained.run import plan_pretrained
+
+        if option == "kvpress" and importlib.util.find_spec("kvpress") is None:
+            continue
+        text_task = [] if group == "experiment" else ["task=niah"]  # the default, passkey, has no text form
+        plan_pretrained(compose_config([*overrides, *text_task, "model.name=any/model"]))
 
 
 @pytest.mark.parametrize("launcher, target", [("slurm", "SlurmLauncher"), ("local_parallel", "JoblibLauncher")])

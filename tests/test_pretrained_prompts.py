@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("transformers")
@@ -72,3 +74,16 @@ def test_pretrained_encode_splits_context_from_question(chat_template):
     assert query.startswith("\nWhere did Alice sit?") and query.endswith(" Answer:")
     assert context.startswith("<s>user: " if chat_template else "<s>")
     assert ("<s>assistant:" in query) == chat_template
+
+
+def test_pretrained_prompt_writes_rulers_letter_names_as_capitals():
+    task = harness.build_task("variable_tracking", num_hops=2, value_digits=5, name_letters=5)
+    example = task.test_examples(0, {"context_len": 120}, 1)[0]
+    prompt = render(task, example)
+    assert len(prompt.references) == 3 and all(re.fullmatch(r"[A-Z]{5}", name) for name in prompt.references)
+    assert f"VAR {prompt.references[0]} = " in prompt.context  # RULER's "VAR QPBSD = 39421."
+    assert f"VAR {prompt.references[1]} = VAR {prompt.references[0]}." in prompt.context
+    assert not re.search(r"\bvar\b", prompt.context)  # no name left as letters apart
+    right = score(task, example, prompt, " " + " ".join(prompt.references).lower())
+    assert right == {"string_match_all": 1.0, "exact_match": 1.0}
+    assert score(task, example, prompt, " " + prompt.references[0])["string_match_all"] == pytest.approx(1 / 3)

@@ -51,3 +51,18 @@ def test_pretrained_run_writes_a_record_of_the_stores_schema(model_dir, policy, 
     again, _ = run_pretrained(config, PretrainedLM.load(str(model_dir)))
     assert again["run_id"] == record["run_id"]
     assert [c["value"] for c in again["cells"]] == [c["value"] for c in record["cells"]]
+
+
+@pytest.mark.parametrize("task, length, metrics", [
+    ("qa", 160, {"f1", "exact_match", "string_match_part"}),  # SQuAD-format fixture read through `datasets`
+    ("summarization", 128, {"rouge1", "rouge2", "rougeL"}),  # CNN/DailyMail-format fixture, ROUGE
+])
+def test_pretrained_run_reads_real_text_tasks_from_their_datasets(model_dir, task, length, metrics):
+    config = PretrainedRunConfig(model=str(model_dir), task=task, context_lens=[length], examples_per_cell=2,
+                                 segment_len=32, max_new_tokens=3)
+    record, outcomes = run_pretrained(config)
+    assert record_problem(record) is None and record["training"] is None
+    assert {cell["metric"] for cell in record["cells"]} == metrics
+    assert all(cell["n"] == 2 and 0.0 <= cell["value"] <= 1.0 for cell in record["cells"])
+    assert {cell["template"] for cell in record["cells"]} == {"ruler/qa" if task == "qa" else "memarena/summarization"}
+    assert len(outcomes) == 2 * len(metrics) and all(isinstance(row["generated"], str) for row in outcomes)

@@ -99,6 +99,9 @@ def prepare(cfg: DictConfig) -> PlannedRun:
     """Check everything about one run that can be checked without work or writes, and build its task."""
     container = OmegaConf.to_container(cfg, resolve=True)
     config: RunConfig = OmegaConf.to_object(cfg)
+    if config.policy is not None:
+        raise ConfigError(f"policy={config.policy.name}: memory policies apply to pretrained models (model=hf "
+                          "model.name=...); a model trained here takes mechanism=...")
     check_name(config.name)
     check_directory_names(config)
     check_ranges(config)

@@ -11,6 +11,9 @@ policy that bounds its cache (``full``, ``sliding_window`` with optional sinks,
     result = lm.generate(prompt, build_policy("sliding_window", window=1024, sinks=4), segment_len=512,
                          max_new_tokens=32)
 
+From the command line: ``memarena model=hf model.name=<name or directory> policy=<name> task=...``
+(harness/pretrained/run.py checks, runs and stores it as trained runs are stored).
+
 Needs the ``hf`` extra (``transformers``); ``kvpress`` presses need the ``kvpress`` extra.
 """
 

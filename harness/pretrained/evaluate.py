@@ -3,8 +3,8 @@
 ``run_pretrained(config)`` loads the model, renders every test example of every cell as a prompt
 (harness/pretrained/prompts.py), generates greedily through the policy and scores the text with
 the task's scorer. It returns the record (the shape of ``result.json``, harness/store/schema.py,
-with ``family: "pretrained"`` and ``mechanism: "pretrained/<policy>"`` so that reports keep these
-rows apart from trained ones) and the per-example outcomes; writing them to the store is the
+with ``family: "pretrained"``, ``mechanism: "pretrained/<policy>"`` and no training, so that reports keep
+these rows apart from trained ones) and the per-example outcomes; writing them to the store is the
 caller's. Costs per cell, measured: ``state_bytes`` (the largest KV cache of an example between
 forward passes, summed from its tensors; the most over the cell's examples), ``peak_memory_bytes``
 (harness/engine/measure.py's method over the first example's generation, weights not counted),
@@ -17,7 +17,7 @@ one machine and run.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
@@ -53,6 +53,18 @@ class PretrainedRunConfig:
     dtype: Optional[str] = None  # null: bfloat16 on CUDA, float32 on CPU
 
 
+def semantic(config: PretrainedRunConfig) -> dict[str, Any]:
+    """What a pretrained run computes, as its stored ``config.yaml`` and its ``run_id`` hash it: the model,
+    the policy, the task and the evaluation (not the device: the record's provenance names it)."""
+    return {"family": "pretrained",
+            "model": {"name": config.model, "chat_template": config.chat_template, "dtype": config.dtype,
+                      "segment_len": config.segment_len, "max_new_tokens": config.max_new_tokens},
+            "policy": {"name": config.policy, **config.policy_options},
+            "task": {"name": config.task, **config.task_options},
+            "eval": {"grid": {"context_len": list(config.context_lens), **config.grid},
+                     "examples_per_cell": config.examples_per_cell, "seed": config.seed}}
+
+
 def run_pretrained(config: PretrainedRunConfig,
                    lm: Optional[PretrainedLM] = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(record, outcomes) of one run; ``lm``: a model already loaded from ``config.model``."""
@@ -62,14 +74,15 @@ def run_pretrained(config: PretrainedRunConfig,
     import transformers
 
     record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id({"family": "pretrained", **asdict(config)}),
+        "schema_version": SCHEMA_VERSION, "run_id": run_id(semantic(config)),
         "family": "pretrained", "mechanism": f"pretrained/{config.policy}", "model": config.model,
         "policy": config.policy, "policy_options": config.policy_options, "task": config.task, "seed": config.seed,
-        "parameters": lm.parameters, "bounded_state": policy.bound() is not None,
+        "parameters": lm.parameters, "bounded_state": policy.bound() is not None, "kv_positions": policy.bound(),
         "primary_metric": task.primary_metric,
-        "provenance": {**provenance(lm.device), "transformers": transformers.__version__, "dtype": str(lm.model.dtype)},
+        "provenance": {**provenance(lm.device), "transformers": transformers.__version__, "dtype": str(lm.model.dtype),
+                       "data": task.data_sources()},
         "measurement": {"peak_memory": MEMORY_METHOD[lm.device.type], "state_bytes": "KV-cache tensors' bytes"},
-        "training": {"pretrained": config.model, "tokens_per_s": None},
+        "training": None,
     }
     cells, outcomes = [], []
     for knobs in task.evaluation_cells({"context_len": list(config.context_lens), **config.grid}):

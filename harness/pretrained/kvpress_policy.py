@@ -13,11 +13,12 @@ the name of a press class exported by kvpress (``StreamingLLMPress``, ``SnapKVPr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
 
+from harness.config import KvPressOptions
 from harness.pretrained.policies import Policy, register_policy
 
 
@@ -39,13 +40,16 @@ def build_press(name: str, options: dict[str, Any]):
 
 @register_policy("kvpress")
 @dataclass
-class KvPress(Policy):
+class KvPress(Policy, KvPressOptions):
     whole_context: ClassVar[bool] = True
-    press: str = "StreamingLLMPress"
-    press_options: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
         self.instance = build_press(self.press, dict(self.press_options))
+
+    @classmethod
+    def options_for_budget(cls, budget: int, options: dict[str, Any]) -> dict[str, Any]:
+        raise ValueError("memory policy 'kvpress': a press compresses by a ratio, not to a number of positions; "
+                         "leave policy.budget null and set policy.press_options.compression_ratio")
 
     def context(self, model: nn.Module):
         return self.instance(model)

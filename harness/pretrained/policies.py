@@ -45,6 +45,8 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from harness.config import (CompressiveOptions, FullOptions, KvPressOptions, SlidingWindowOptions,
+                            TransformerXLOptions)
 from harness.pretrained.cache import cached_positions, layer_tensors, set_layer
 from harness.pretrained.rotary import rotary_frequencies, shift_keys
 
@@ -75,6 +77,18 @@ def build_policy(name: str, **options: Any) -> "Policy":
         return POLICIES[name](**options)
     except TypeError as error:
         raise ValueError(f"memory policy {name!r}: {error}") from None
+
+
+def sized_options(name: str, budget: Optional[int], options: dict[str, Any]) -> dict[str, Any]:
+    """The options of policy ``name`` with its memory knobs sized to keep ``budget`` positions (None: as given);
+    ValueError for an unknown policy or a budget it cannot take."""
+    if budget is None:
+        return dict(options)
+    known = policies()
+    if name not in known:
+        raise ValueError(f"unknown memory policy {name!r}; known policies: {', '.join(known)}")
+    _positive(name, budget=budget)
+    return POLICIES[name].options_for_budget(budget, dict(options))
 
 
 @dataclass
@@ -109,6 +123,12 @@ class Policy:
     def bound(self) -> Optional[int]:
         return None
 
+    @classmethod
+    def options_for_budget(cls, budget: int, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with the policy's memory knobs set so that ``bound()`` is ``budget`` positions
+        (the unbounded ``full`` keeps everything and ignores it)."""
+        return options
+
     def check(self) -> None:
         """Raise ValueError for options out of range."""
 
@@ -132,15 +152,13 @@ def _keep(cache: DynamicCache, index: torch.Tensor) -> None:
 
 @register_policy("full")
 @dataclass
-class Full(Policy):
+class Full(Policy, FullOptions):
     pass
 
 
 @register_policy("sliding_window")
 @dataclass
-class SlidingWindow(Policy):
-    window: int = 4096
-    sinks: int = 0
+class SlidingWindow(Policy, SlidingWindowOptions):
 
     def check(self) -> None:
         _positive(self.name, window=self.window)
@@ -152,6 +170,11 @@ class SlidingWindow(Policy):
 
     def bound(self) -> int:
         return self.sinks + self.window - 1
+
+    @classmethod
+    def options_for_budget(cls, budget: int, options: dict[str, Any]) -> dict[str, Any]:
+        sinks = options.get("sinks", cls.sinks)
+        return {**options, "window": budget - sinks + 1}
 
     def _cached_tokens(self, cache: DynamicCache, read: int) -> torch.Tensor:
         """Stream indices of the cached positions: the sinks, then the last tokens before ``read``."""
@@ -183,14 +206,17 @@ class SlidingWindow(Policy):
 
 @register_policy("transformer_xl")
 @dataclass
-class TransformerXL(Policy):
-    mem_len: int = 4096
+class TransformerXL(Policy, TransformerXLOptions):
 
     def check(self) -> None:
         _positive(self.name, mem_len=self.mem_len)
 
     def bound(self) -> int:
         return self.mem_len
+
+    @classmethod
+    def options_for_budget(cls, budget: int, options: dict[str, Any]) -> dict[str, Any]:
+        return {**options, "mem_len": budget}
 
     def evict(self, cache: DynamicCache, read: int) -> None:
         count = cached_positions(cache)
@@ -200,10 +226,7 @@ class TransformerXL(Policy):
 
 @register_policy("compressive")
 @dataclass
-class Compressive(Policy):
-    mem_len: int = 2048
-    cmem_len: int = 1024
-    rate: int = 4
+class Compressive(Policy, CompressiveOptions):
 
     def check(self) -> None:
         _positive(self.name, mem_len=self.mem_len, rate=self.rate)
@@ -215,6 +238,13 @@ class Compressive(Policy):
 
     def bound(self) -> int:
         return self.cmem_len + self.mem_len + self.rate - 1
+
+    @classmethod
+    def options_for_budget(cls, budget: int, options: dict[str, Any]) -> dict[str, Any]:
+        """Half the positions (after the rate - 1 a memory holds while a group fills) to the memory, half to
+        the compressed slots, which reach ``rate`` times as far."""
+        room = budget - options.get("rate", cls.rate) + 1
+        return {**options, "mem_len": room - room // 2, "cmem_len": room // 2}
 
     def evict(self, cache: DynamicCache, read: int) -> None:
         memory = cached_positions(cache) - self.compressed

@@ -12,7 +12,8 @@ task's own length; the prompt's length in the model's tokens is counted when it 
   text are"); RULER's ``string_match_all`` on the text; ``exact_match``: the numbers of the text,
   in order, start with the asked values in order. Numbers and word keys only.
 - ``variable_tracking``: RULER's VT template and answer prefix; ``string_match_all``; ``exact_match``:
-  the text's words start with the variables in chain order. One-word names only.
+  the text's words start with the variables in chain order. Names of ``name_letters`` letters are
+  written as RULER writes them, one word of capitals ("VAR QPBSD = 39421.").
 - ``babi_qa``: BABILong's prompt (booydar/babilong ``prompts.py``: instruction, in-context examples,
   post-prompt, ``<context>`` ... ``</context>``, "Question:"), then " Answer:" for models without a
   chat template to follow; BABILong's ``compare_answers``.
@@ -139,15 +140,17 @@ def _niah(task, example: Example) -> TaskPrompt:
 
 
 def _variable_tracking(task, example: Example) -> TaskPrompt:
-    if task.config.name_letters:
-        raise ValueError("variable_tracking as a prompt: only one-word names (name_letters=0) are written as text")
+    letters = task.config.name_letters
     prompt, answer = _prompt_and_answer(example)
     context, question = prompt[: -task.question_len], words_text(task.vocab.decode(prompt[-task.question_len :]))
     value = re.fullmatch(r"which variables hold (\d+)\? answer:", question).group(1)
     names = task.vocab.decode(answer).split()
+    text = words_text(task.vocab.decode(context))
+    if letters:  # RULER's names: `letters` capitals written as one word ("VAR QPBSD = 39421.")
+        names = ["".join(names[i : i + letters]).upper() for i in range(0, len(names), letters)]
+        text = re.sub(rf"\bvar((?: [a-z]){{{letters}}})\b", lambda m: "VAR " + m.group(1).replace(" ", "").upper(), text)
     head, ask, prefix = (part.format(count=len(names), query=value, context="{context}") for part in RULER_VT)
-    return TaskPrompt(head.format(context=words_text(task.vocab.decode(context))), ask, prefix, names,
-                      "ruler/vt", 30)
+    return TaskPrompt(head.format(context=text), ask, prefix, names, "ruler/vt", 30)
 
 
 def _babi_qa(task, example: Example) -> TaskPrompt:
@@ -216,5 +219,6 @@ def score(task: Task, example: Example, prompt: TaskPrompt, text: str) -> dict[s
         question = prompt.question.removeprefix("Question: ")
         return {"accuracy": float(compare_answers(prompt.references[0], text, question, LABELS[example.knobs["qa"]]))}
     found = re.findall(r"\d+", text) if task.name == "niah" else re.findall(r"[^\W_]+", text.lower())
+    references = [reference.lower() for reference in prompt.references]
     return {"string_match_all": string_match_all(text, prompt.references),
-            "exact_match": float(found[: len(prompt.references)] == prompt.references)}
+            "exact_match": float(found[: len(references)] == references)}

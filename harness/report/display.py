@@ -436,8 +436,23 @@ def task_notes(board: Leaderboard, task: str) -> list[str]:
     if not lengths.empty and lengths["beyond_training"].any():
         notes.append(f"{BEYOND_TRAINING} a length beyond the longest the configuration was trained on "
                      "(length extrapolation).")
-    notes += corpus_notes(board, task)
+    notes += corpus_notes(board, task) + pretrained_notes(board, task)
     return notes
+
+
+def pretrained_notes(board: Leaderboard, task: str) -> list[str]:
+    """What a section of pretrained language models (harness/pretrained) measures, and its prompts' lengths."""
+    records = [record for record in board.task_runs(task)["record"] if record.get("family") == "pretrained"]
+    if not records:
+        return []
+    lengths = [cell["prompt_tokens_max"] for record in records for cell in record["cells"] if "prompt_tokens_max" in cell]
+    models = sorted({record["model"] for record in records})
+    return [f"Pretrained language models ({', '.join(models)}; model=hf), not trained here: each example is "
+            "prompted in its benchmark's template and read in segments through a memory policy on the model's KV "
+            "cache, and the answer is generated greedily. These rows are ranked and paired among themselves only, "
+            "never with models trained here. state = the KV cache's bytes (the most between forward passes, summed "
+            "from its tensors). context_len counts the task's own words; the prompts were "
+            f"{min(lengths, default=0)}..{max(lengths, default=0)} tokens of the model's tokenizer."]
 
 
 def corpus_notes(board: Leaderboard, task: str) -> list[str]:

@@ -10,6 +10,11 @@ report's columns, not parts of a configuration. A learning rate chosen by tuning
 names the row too (``lr=0.003``): it is part of the configuration, not a setting to pair within.
 Tuning runs themselves (``eval.split=validation``) are not rows: they were scored on validation
 examples, and the records they chose for name them.
+
+The two model families stay apart: pretrained language models (records with ``family: "pretrained"``,
+harness/pretrained) form a section of their own per task (``PRETRAINED_SECTION``), so they are never
+ranked or paired with models trained here; in it, a policy's options (``policy.*``) name the rows
+as a mechanism's options do, and the model (``model.name``) is a setting.
 """
 
 from __future__ import annotations
@@ -27,7 +32,16 @@ from harness.store.records import CONFIG_FILE, OUTCOMES_FILE, load_experiment
 #: keys that never separate two runs into two rows: the replicate, and the grids (report columns)
 NOT_CONFIGURATION = ("seed", "eval.grid", "task.grid", *NON_SEMANTIC_KEYS)
 #: short names of setting keys in labels and column headers
-SHORT_NAMES = {"state_budget_bytes": "budget"}
+SHORT_NAMES = {"state_budget_bytes": "budget", "model.name": "model"}
+#: config groups whose options name a row (a trained model's mechanism, a pretrained model's memory policy)
+ROW_GROUPS = ("mechanism.", "policy.")
+#: the report section of a task's pretrained-model runs
+PRETRAINED_SECTION = "{task} (pretrained models)"
+
+
+def section(record: dict[str, Any]) -> str:
+    """The report section of a run: its task, or for a pretrained model ``PRETRAINED_SECTION``."""
+    return PRETRAINED_SECTION.format(task=record["task"]) if record.get("family") == "pretrained" else record["task"]
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -64,10 +78,10 @@ def configuration_keys(configs: pd.DataFrame) -> tuple[dict[str, list[str]], lis
     keys = [key for key in configs.columns if not key.startswith(NOT_CONFIGURATION)]
     varying = [key for key in keys if configs[key].astype(str).nunique(dropna=False) > 1]
     tuned = "tune.lr_grid" in configs.columns and configs["tune.lr_grid"].map(bool).any()
-    settings = [key for key in varying if not key.startswith("mechanism.") and not (tuned and key == "train.lr")]
+    settings = [key for key in varying if not key.startswith(ROW_GROUPS) and not (tuned and key == "train.lr")]
     per_mechanism = {
-        mechanism: [key for key in varying if key.startswith("mechanism.") and key != "mechanism.name"
-                    and group[key].astype(str).nunique(dropna=False) > 1] + (["train.lr"] if tuned else [])
+        mechanism: [key for key in varying if key.startswith(ROW_GROUPS)
+                    and key not in ("mechanism.name", "policy.name") and group[key].astype(str).nunique(dropna=False) > 1] + (["train.lr"] if tuned else [])
         for mechanism, group in configs.groupby("mechanism.name")
     }
     return per_mechanism, settings
@@ -92,12 +106,12 @@ def runs_frame(results_dir: Path, experiment: str) -> pd.DataFrame:
 
 
 def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataFrame:
-    """Label each (record, flat config) with its row and setting, task by task (``load_experiment``
-    already keeps one record per trained configuration and seed)."""
+    """Label each (record, flat config) with its row and setting, section by section: a task, or a task's
+    pretrained models (``load_experiment`` already keeps one record per trained configuration and seed)."""
     frames = []
-    for task in sorted({record["task"] for record, _ in entries}):
+    for task in sorted({section(record) for record, _ in entries}):
         chosen = [(record, config) for record, config in entries
-                  if record["task"] == task and config.get("eval.split", "test") == "test"]
+                  if section(record) == task and config.get("eval.split", "test") == "test"]
         if not chosen:
             continue
         configs = pd.DataFrame([config for _, config in chosen])

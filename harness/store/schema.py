@@ -1,5 +1,7 @@
 """The shape of ``result.json`` as a JSON Schema, checked whenever the store reads a record.
 
+Two families share it: models trained here (``training`` required once ``ok``) and pretrained language
+models (``family: "pretrained"``, harness/pretrained: ``model`` and ``policy`` named, ``training`` null).
 A record that does not match (a key missing, a wrong type, an unknown status) is not a result:
 the store skips it with a warning naming the file, and a run whose stored record is invalid is
 redone. JSON Schema (validated by ``jsonschema``) rather than hand-written checks, so that each
@@ -15,6 +17,8 @@ import jsonschema
 SCHEMA_VERSION = 1
 #: statuses of a run; a "failed" run is retried when the same config runs again
 RUN_STATUSES = ("ok", "oom", "diverged", "failed")
+#: model families: models trained here (records before the pretrained family have no "family") and pretrained LMs
+FAMILIES = ("trained", "pretrained")
 NUMBER_OR_NULL = {"type": ["number", "null"]}
 
 CELL = {
@@ -53,12 +57,19 @@ RESULT = {
         "provenance": {"type": "object"},
         "status": {"enum": list(RUN_STATUSES)},
         "error": {"type": ["string", "null"]},
+        "family": {"enum": list(FAMILIES)},
         "training": {"type": ["object", "null"]},
         "cells": {"type": "array", "items": CELL},
     },
-    "if": {"properties": {"status": {"const": "ok"}}},
-    "then": {"properties": {"training": {"type": "object", "required": ["tokens_per_s"]},
-                            "error": {"type": "null"}}},
+    "allOf": [
+        {"if": {"properties": {"status": {"const": "ok"}}}, "then": {"properties": {"error": {"type": "null"}}}},
+        # a model trained here has its training summary; a pretrained one (family "pretrained") was not trained
+        {"if": {"properties": {"status": {"const": "ok"}, "family": {"not": {"const": "pretrained"}}}},
+         "then": {"properties": {"training": {"type": "object", "required": ["tokens_per_s"]}}}},
+        {"if": {"properties": {"family": {"const": "pretrained"}}, "required": ["family"]},
+         "then": {"required": ["model", "policy"], "properties": {"model": {"type": "string", "minLength": 1},
+                                                                  "policy": {"type": "string", "minLength": 1}}}},
+    ],
 }
 
 _VALIDATOR = jsonschema.Draft202012Validator(RESULT)

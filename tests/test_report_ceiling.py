@@ -54,3 +54,13 @@ def test_an_experiment_without_its_ceiling_says_so_and_another_ceiling_can_be_na
 def test_an_unknown_ceiling_is_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"ceiling='full_atention': not a mechanism; known mechanisms: \["):
         prepare(compose_config([*tiny_overrides(tmp_path), "ceiling=full_atention"]))
+
+
+def test_a_pretrained_models_ceiling_is_its_full_cache(tmp_path):
+    for run_id, policy, right in (("full", "full", 32), ("window", "sliding_window", 5)):
+        store_run(tmp_path / "results", run_id, config("full_attention", 0), {64: right, 128: right})
+        path = tmp_path / "results" / "demo" / run_id / "result.json"
+        record = json.loads(path.read_text())
+        record.update(family="pretrained", mechanism=f"pretrained/{policy}", model="tiny", policy=policy, training=None)
+        path.write_text(json.dumps(record))
+    assert ceiling_note(tmp_path).startswith("Ceiling, passkey (pretrained models): pretrained/full reached 0.95")

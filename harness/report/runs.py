@@ -37,11 +37,21 @@ SHORT_NAMES = {"state_budget_bytes": "budget", "model.name": "model"}
 ROW_GROUPS = ("mechanism.", "policy.")
 #: the report section of a task's pretrained-model runs
 PRETRAINED_SECTION = "{task} (pretrained models)"
+#: the ceiling of a pretrained model's section: the same model with its whole KV cache
+PRETRAINED_CEILING = "pretrained/full"
 
 
 def section(record: dict[str, Any]) -> str:
     """The report section of a run: its task, or for a pretrained model ``PRETRAINED_SECTION``."""
     return PRETRAINED_SECTION.format(task=record["task"]) if record.get("family") == "pretrained" else record["task"]
+
+
+def ceiling(record: dict[str, Any], config: dict[str, Any]) -> str:
+    """The mechanism a run's ranking is read against: the experiment's ``ceiling``, or for a pretrained
+    model its full KV cache (``pretrained/full``)."""
+    if record.get("family") == "pretrained":
+        return PRETRAINED_CEILING
+    return config.get("ceiling") or DEFAULT_CEILING
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -125,7 +135,7 @@ def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataF
             rows.append({"task": task, "row": f"{label} ({setting})" if setting else label, "label": label,
                          "setting": setting, "mechanism": mechanism, "seed": record["seed"], "run_id": record["run_id"],
                          "status": record["status"], "record": record,
-                         "ceiling": full_config.get("ceiling") or DEFAULT_CEILING,
+                         "ceiling": ceiling(record, full_config),
                          **{short_name(key): config[key] for key in settings}})
         frames.append(pd.DataFrame(rows))
     if not frames:

@@ -18,6 +18,7 @@ from harness.engine.run import run
 from harness.engine.train import train
 from harness.engine.training_stream import step_lengths
 from harness.engine.validation import ValidationCheck
+from harness.report import build_leaderboard, display
 from harness.store.weights import WEIGHTS_FILE
 
 CPU = torch.device("cpu")
@@ -75,6 +76,8 @@ def test_a_run_whose_validation_score_plateaus_stops_early_and_keeps_its_best_we
     assert [cell["value"] for cell in record["cells"]] == [cell["value"] for cell in two_steps["cells"]]
     stored = json.loads((experiment / record["run_id"] / "result.json").read_text())
     assert stored["training"]["stop_reason"] == "plateau"
+    stopped = display.cost_table(build_leaderboard(tmp_path / "results", "quick"), "passkey")["stopped"].tolist()
+    assert sorted(stopped) == ["", "plateau at step 6 (weights of step 2)"]  # the report says why, per row
 
 
 def test_early_stopping_reads_validation_examples_never_test_ones(tmp_path):

@@ -102,6 +102,9 @@ def cost_table(board: Leaderboard, task: str) -> pd.DataFrame:
     table["final loss"] = [f"{final_loss[row]:.3f}" if row in final_loss.index and pd.notna(final_loss[row]) else ""
                            for row in table.index]
     table["training"] = [_training_flag(late.get(row)) for row in table.index]
+    if training["stop"].astype(bool).any():  # a token budget or early stopping ended some training
+        stops = training.groupby("row")["stop"].agg(lambda stop: "; ".join(text for text in stop if text))
+        table["stopped"] = [stops.get(row, "") for row in table.index]
     return table.reindex(ranking.index).reset_index(drop=True).fillna("")
 
 

@@ -104,7 +104,11 @@ POLICY_OPTIONS: dict[str, type] = {"full": FullOptions, "sliding_window": Slidin
 
 @dataclass
 class TrainConfig:
-    steps: int = 300
+    """How long and how a run trains. It stops at the first of: ``steps`` steps, the token budget
+    ``max_tokens``, and (with ``eval_every``) a plateau of its validation score (harness/engine/early_stopping.py)."""
+
+    #: the most training steps; null: as many as ``max_tokens`` allows (then ``max_tokens`` is required)
+    steps: Optional[int] = 300
     batch_size: int = 16
     #: each step draws its sequence length uniformly from [min_context_len, context_len]
     context_len: int = 256
@@ -113,6 +117,21 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 30
     grad_clip: float = 1.0
+    #: token budget: training stops before the step that would take it past this many input tokens
+    #: (batch_size x each step's length); the learning-rate schedule spans the steps that fit. null: no budget
+    max_tokens: Optional[int] = None
+    #: score the model on validation examples every this many steps (and at the last step), keep the weights
+    #: of the best check and stop on a plateau; null: no early stopping (the four keys below then stay unset)
+    eval_every: Optional[int] = None
+    #: checks in a row without an improvement of more than ``min_delta`` that stop training
+    patience: int = 5
+    #: the least rise of the validation score (the headline metric, in its units) that counts as an improvement
+    min_delta: float = 0.0
+    #: validation examples per cell of each check (the eval grid's cells within the training lengths)
+    eval_examples: int = 64
+    #: seed of those examples, drawn from the validation split (never the test set); a run scored on
+    #: validation (a tuning run) needs it to differ from eval.seed, so that what stops training never chooses the rate
+    eval_seed: int = 1
 
 
 @dataclass
@@ -134,6 +153,16 @@ class EvalConfig:
 
 
 @dataclass
+class LrRange:
+    """A log-spaced learning-rate grid: ``points`` rates from ``low`` to ``high``, ends included (off while
+    ``low`` and ``high`` are null)."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    points: int = 5
+
+
+@dataclass
 class TuneConfig:
     """Learning-rate tuning by protocol (harness/engine/tuning.py): each configuration trains once per rate
     of ``lr_grid`` with seed ``seed``, is scored on validation examples, and the best rate trains the
@@ -141,6 +170,12 @@ class TuneConfig:
 
     lr_grid: list[float] = field(default_factory=list)
     seed: int = 0
+    #: a log-spaced grid instead of ``lr_grid``: ``points`` rates from ``low`` to ``high`` (3 significant
+    #: digits), e.g. ``tune.lr_range={low:1e-4,high:1e-2,points:5}``; low and high null: ``lr_grid`` as given
+    lr_range: LrRange = field(default_factory=LrRange)
+    #: the most rates added beyond an end of the grid, one at a time, while the rate chosen sits at that end
+    #: and beats its neighbour beyond validation noise (harness/engine/tuning.py); 0: the grid as given
+    max_extensions: int = 0
 
 
 @dataclass
@@ -208,7 +243,10 @@ NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "
                   ("mechanism", "segment"): None, ("task", "preset"): None,
                   ("eval", "scoring"): "teacher_forced",
                   ("task", "kv_pairs_per_token"): None,
-                  ("mechanism", "backend"): "auto"}
+                  ("mechanism", "backend"): "auto",
+                  ("train", "max_tokens"): None, ("train", "eval_every"): None, ("train", "patience"): 5,
+                  ("train", "min_delta"): 0.0, ("train", "eval_examples"): 64, ("train", "eval_seed"): 1,
+                  ("tune", "lr_range"): {"low": None, "high": None, "points": 5}, ("tune", "max_extensions"): 0}
 
 
 #: top-level keys a pretrained model (model=hf) does not use: it is not trained, and greedy decoding has no seed

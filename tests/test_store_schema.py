@@ -45,6 +45,8 @@ WRONG_SHAPES = {
     "unknown cell status": changed(RECORD, ("cells", 0, "status"), "great"),
     "value a string": changed(RECORD, ("cells", 0, "value"), "high"),
     "ok without training": changed(RECORD, ("training",), None),
+    "unknown stop reason": changed(RECORD, ("training", "stop_reason"), "tired"),
+    "early stopping without its best step": changed(RECORD, ("training", "early_stopping"), {"metric": "exact_match"}),
     "other schema version": changed(RECORD, ("schema_version",), 2),
     "a list": [RECORD],
 }

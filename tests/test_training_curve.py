@@ -42,6 +42,6 @@ def test_curve_equals_the_losses_recomputed_step_by_step(monkeypatch):
     assert [entry["step"] for entry in summary.curve] == [3, 6, 7]
     for (first, last), entry in zip(windows, summary.curve):
         assert entry["loss"] == pytest.approx(np.mean(task_losses[first:last]), rel=1e-12)
-        assert entry["lr"] == learning_rate(last - 1, config)
+        assert entry["lr"] == learning_rate(last - 1, config, config.steps)
     assert summary.curve[0]["lr"] != summary.curve[-1]["lr"]
     assert (summary.context_len, summary.min_context_len) == (48, 32)

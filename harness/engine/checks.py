@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from harness.config import ModelConfig, RunConfig
+from harness.config import ModelConfig, RunConfig, TrainConfig, TuneConfig
 from harness.registry import MECHANISMS
 from harness.layers.mechanism import state_bytes
 from harness.layers.model import StreamingLM
@@ -25,6 +25,9 @@ from harness.taskkit.task import EVAL_SPLITS, SCORINGS
 
 #: an experiment name is one directory of the store: letters, digits, '.', '_' and '-', not starting with '.'
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+#: the early-stopping keys besides train.eval_every, at their defaults (which mean nothing while it is off)
+EARLY_STOPPING_DEFAULTS = {key: TrainConfig.__dataclass_fields__[key].default
+                           for key in ("patience", "min_delta", "eval_examples", "eval_seed")}
 #: numbers a training step keeps per token for the backward pass, per layer, as a multiple of
 #: d_model: the block input, its two norms, q/k/v, the attention output and the MLP's hidden
 #: layer before and after the activation (6 + 2 x mlp_ratio); attention scores are left out,
@@ -43,7 +46,7 @@ def check_ranges(config: RunConfig) -> None:
     at_least_one = {
         "model.d_model": config.model.d_model, "model.n_layers": config.model.n_layers,
         "model.n_heads": config.model.n_heads, "model.mlp_ratio": config.model.mlp_ratio,
-        "model.segment_len": config.model.segment_len, "train.steps": config.train.steps,
+        "model.segment_len": config.model.segment_len, "train.steps": 1 if config.train.steps is None else config.train.steps,
         "train.batch_size": config.train.batch_size, "train.context_len": config.train.context_len,
         "train.min_context_len": config.train.min_context_len,
         "eval.examples_per_cell": config.eval.examples_per_cell, "eval.batch_size": config.eval.batch_size,
@@ -76,10 +79,51 @@ def check_ranges(config: RunConfig) -> None:
         _check_number("eval.max_memory_gb", config.eval.max_memory_gb, "> 0 or null", config.eval.max_memory_gb > 0)
     if config.ceiling not in MECHANISMS.names():
         raise ConfigError(f"ceiling={config.ceiling!r}: not a mechanism; known mechanisms: {MECHANISMS.names()}")
+    check_training_length(config.train)
+    check_tuning_grid(config.tune)
     if config.train.min_context_len > config.train.context_len:
         raise ConfigError(
             f"train.min_context_len={config.train.min_context_len} exceeds train.context_len={config.train.context_len}"
         )
+
+
+def check_training_length(train: TrainConfig) -> None:
+    """The steps, the token budget and the early-stopping rule (harness/engine/early_stopping.py)."""
+    if train.steps is None and train.max_tokens is None:
+        raise ConfigError("train.steps=null trains until the token budget: set train.max_tokens too")
+    if train.max_tokens is not None and train.max_tokens < train.batch_size * train.context_len:
+        raise ConfigError(f"train.max_tokens={train.max_tokens}: must be at least one step of the longest length, "
+                          f"train.batch_size x train.context_len = {train.batch_size * train.context_len}")
+    if train.eval_every is None:
+        unused = [f"train.{key}" for key, default in EARLY_STOPPING_DEFAULTS.items() if getattr(train, key) != default]
+        if unused:
+            raise ConfigError(f"{', '.join(unused)}: set for early stopping, which is off; set train.eval_every too")
+        return
+    for key in ("eval_every", "patience", "eval_examples"):
+        if getattr(train, key) < 1:
+            raise ConfigError(f"train.{key}={getattr(train, key)}: must be an integer >= 1")
+    if train.eval_seed < 0:
+        raise ConfigError(f"train.eval_seed={train.eval_seed}: must be an integer >= 0")
+    _check_number("train.min_delta", train.min_delta, ">= 0", train.min_delta >= 0)
+
+
+def check_tuning_grid(tune: TuneConfig) -> None:
+    """A rate grid given one way, log-spaced ranges in order, and extensions that have a neighbour to step from."""
+    span = tune.lr_range
+    if (span.low is None) != (span.high is None):
+        raise ConfigError(f"tune.lr_range: low={span.low}, high={span.high}; give both ends, or neither")
+    if span.low is not None:
+        if tune.lr_grid:
+            raise ConfigError("tune.lr_range and tune.lr_grid both set: give the grid one way")
+        for end in ("low", "high"):
+            _check_number(f"tune.lr_range.{end}", getattr(span, end), "> 0", getattr(span, end) > 0)
+        if span.points < 2 or not span.low < span.high:
+            raise ConfigError(f"tune.lr_range: low={span.low}, high={span.high}, points={span.points}; "
+                              "needs low < high and points >= 2")
+    if tune.max_extensions < 0:
+        raise ConfigError(f"tune.max_extensions={tune.max_extensions}: must be an integer >= 0")
+    if tune.max_extensions and len(set(tune.lr_grid)) < 2 and span.low is None:
+        raise ConfigError("tune.max_extensions: extending the grid steps from its two end rates; give at least 2 rates")
 
 
 def _check_number(key: str, value: float, allowed: str, in_range: bool) -> None:

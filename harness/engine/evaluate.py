@@ -66,6 +66,14 @@ def evaluate(
     return cells, outcomes
 
 
+@torch.no_grad()
+def example_scores(model: StreamingLM, task: Task, examples: list, knobs: dict[str, Any], config: EvalConfig,
+                   segment_len: int, device: torch.device) -> dict[str, list[float]]:
+    """Each example's score per metric, scored as ``evaluate`` scores a cell (``config``: batch size, scoring)."""
+    model.eval()
+    return _score_cell(model, task, examples, knobs, config, segment_len, device)[0]
+
+
 def _score_cell(model, task, examples, knobs, config, segment_len, device):
     """Every example of a cell, in batches: scores per metric, outcome rows, state and throughput."""
     scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}

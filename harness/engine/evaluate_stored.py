@@ -28,6 +28,7 @@ from harness.engine.evaluate import evaluate
 from harness.taskkit.example_cache import ExampleCache
 from harness.engine.checks import ConfigError
 from harness.engine.plan import PlannedRun, autocast, prepare, show_progress
+from harness.engine.tuning import listed
 from harness.engine.provenance import provenance
 from harness.store.records import CONFIG_FILE, OUTCOMES_FILE, read_result, trained_model_id, write_run
 from harness.store.weights import WEIGHTS_FILE, load_weights
@@ -83,7 +84,7 @@ def _checked_runs(plan: PlannedRun) -> list[tuple[Path, dict[str, Any]]]:
 
 def evaluate_stored(cfg: DictConfig) -> dict[str, Any]:
     """Add the cells of this config's grid to every stored record of its trained model; return a status."""
-    plan = prepare(cfg)
+    plan = prepare(listed(cfg))  # a tune.lr_range is stored as its list of rates
     config = plan.config
     runs = _checked_runs(plan)
     wanted = plan.task.evaluation_cells(config.eval.grid)

@@ -1,9 +1,11 @@
 """The plan of a run: every check that needs no work or writes, and the runs to execute in order.
 
 ``plan(cfg)`` checks the config (names, ranges, grid, data, memory), builds the task, and fixes the
-identity of each run it needs: with ``tune.lr_grid`` the tuning runs first (one per rate, validation
-examples, harness/engine/tuning.py), then the run itself at the rate they choose. Nothing is trained,
-written or put on the device here; a planned run builds its model when it is executed.
+identity of each run it needs: with a rate grid (``tune.lr_grid`` or ``tune.lr_range``) the tuning runs
+first (one per rate, validation examples, harness/engine/tuning.py), then the run itself at the rate
+they choose. A tuning run that extends the grid beyond an end (``tune.max_extensions``) is planned the
+same way, with ``prepare(trial_config(cfg, rate))``, once the runs before it have chosen that rate.
+Nothing is trained, written or put on the device here; a planned run builds its model when it is executed.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from harness.build import build_model, build_task
 from harness.config import RunConfig, semantic_config
 from harness.engine.checks import (ConfigError, check_directory_names, check_grid, check_max_memory, check_memory,
-                                   check_name, check_ranges)
-from harness.engine.tuning import tuned, trial_config
+                                   check_name, check_ranges, check_tuning_grid)
+from harness.engine.early_stopping import stopping_cells
+from harness.engine.tuning import listed, planned_grid, trial_config, tuned
 from harness.layers.model import StreamingLM
 from harness.registry import MECHANISMS
 from harness.store.records import run_id
@@ -91,8 +94,10 @@ def resolve_device(name: str) -> torch.device:
 
 def plan(cfg: DictConfig) -> Plan:
     """Check ``cfg`` and list the runs it needs; ConfigError, before any work, if anything is wrong."""
+    check_tuning_grid(OmegaConf.to_object(cfg.tune))
+    cfg = listed(cfg)
     planned = prepare(cfg)
-    return Plan(cfg, planned, [prepare(trial_config(cfg, lr)) for lr in cfg.tune.lr_grid] if tuned(cfg) else [])
+    return Plan(cfg, planned, [prepare(trial_config(cfg, lr)) for lr in planned_grid(cfg)] if tuned(cfg) else [])
 
 
 def prepare(cfg: DictConfig) -> PlannedRun:
@@ -123,6 +128,13 @@ def prepare(cfg: DictConfig) -> PlannedRun:
             task.check_data(cells, config.eval.examples_per_cell, config.eval.seed,
                             (config.train.min_context_len, config.train.context_len), config.train.batch_size,
                             config.seed, split)
+        if config.train.eval_every is not None:  # early stopping reads validation examples of its own seed
+            if config.eval.split == "validation" and config.train.eval_seed == config.eval.seed:
+                raise ConfigError(f"train.eval_seed={config.train.eval_seed} is eval.seed: a run scored on validation "
+                                  "examples (a tuning run) must stop training on others; give another train.eval_seed")
+            task.check_data(stopping_cells(task, config.eval.grid, config.train), config.train.eval_examples,
+                            config.train.eval_seed, (config.train.min_context_len, config.train.context_len),
+                            config.train.batch_size, config.seed, "validation")
         if config.state_budget_bytes is not None:
             mechanism = MECHANISMS.get(config.mechanism.name)
             container["mechanism"].update(mechanism.options_for_state_budget(

@@ -29,8 +29,18 @@ WORKER_START = "spawn" if sys.platform == "darwin" else "fork"
 
 
 def step_lengths(seed: int, config: TrainConfig) -> np.ndarray:
-    """The sequence length of every training step, uniform in [min_context_len, context_len]."""
-    return np.random.default_rng([seed, 2]).integers(config.min_context_len, config.context_len + 1, config.steps)
+    """The sequence length of every training step, uniform in [min_context_len, context_len]: ``train.steps``
+    of them, or fewer where the token budget ``train.max_tokens`` ends first (the steps whose inputs, with
+    those before them, fit in it). A budget changes no step's length, only how many steps there are."""
+    if config.max_tokens is None:
+        count = config.steps
+    else:  # the most steps the budget could hold, every one at the shortest length
+        most = config.max_tokens // (config.batch_size * config.min_context_len)
+        count = most if config.steps is None else min(config.steps, most)
+    lengths = np.random.default_rng([seed, 2]).integers(config.min_context_len, config.context_len + 1, count)
+    if config.max_tokens is not None:
+        lengths = lengths[np.cumsum(lengths * config.batch_size) <= config.max_tokens]
+    return lengths
 
 
 class TrainingStream(Dataset):

@@ -120,6 +120,9 @@ def cost_table(board: Leaderboard, task: str) -> pd.DataFrame:
     table["training"] = ["; ".join(flag for flag in (f"did not learn: {board.metric(task)} not above chance"
                                                      if row in at_chance else "", _training_flag(late.get(row))) if flag)
                          for row in table.index]
+    if training["stop"].astype(bool).any():  # a token budget or early stopping ended some training
+        stops = training.groupby("row")["stop"].agg(lambda stop: "; ".join(text for text in stop if text))
+        table["stopped"] = [stops.get(row, "") for row in table.index]
     return table.reindex(ranking.index).reset_index(drop=True).fillna("")
 
 

@@ -367,9 +367,10 @@ class Leaderboard:
             curve = training.get("curve") or []
             rows.append({"row": run.row, "seed": run.seed, "mechanism": run.mechanism,
                          "final_loss": training.get("final_loss"), "tokens_per_s": training.get("tokens_per_s"),
-                         "steps": training.get("steps"), "curve": curve, "late_drop": late_drop(curve)})
+                         "steps": training.get("steps"), "curve": curve, "late_drop": late_drop(curve),
+                         "stop": _stop_text(training)})
         return pd.DataFrame(rows, columns=["row", "seed", "mechanism", "final_loss", "tokens_per_s", "steps",
-                                           "curve", "late_drop"])
+                                           "curve", "late_drop", "stop"])
 
     # ---- other knobs
     def detail(self, task: str) -> pd.DataFrame | None:
@@ -523,3 +524,12 @@ def late_drop(curve: list[dict[str, Any]]) -> float | None:
     if decrease <= 0:
         return 0.0
     return float((np.interp(0.8 * steps[-1], steps, losses) - losses[-1]) / decrease)
+
+
+def _stop_text(training: dict[str, Any]) -> str:
+    """What ended a run's training when it was not its last step (harness/engine/train.py): "" otherwise."""
+    reason = training.get("stop_reason", "steps")
+    if reason == "steps" and not training.get("early_stopping"):
+        return ""
+    best = (training.get("early_stopping") or {}).get("best_step")
+    return f"{reason} at step {training['steps']}" + (f" (weights of step {best})" if best is not None else "")

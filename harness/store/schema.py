@@ -41,6 +41,19 @@ CELL = {
     ],
 }
 
+#: the training summary's fields that say how training ended (harness/engine/train.py); optional, as records
+#: stored before them lack them
+TRAINING = {
+    "type": ["object", "null"],
+    "properties": {
+        "steps": {"type": "integer", "minimum": 0},
+        "stop_reason": {"enum": ["steps", "budget", "plateau"]},
+        "validation_curve": {"type": ["array", "null"],
+                             "items": {"type": "object", "required": ["step", "score"]}},
+        "early_stopping": {"type": ["object", "null"], "required": ["best_step", "metric", "split", "seed"]},
+    },
+}
+
 RESULT = {
     "type": "object",
     "required": ["schema_version", "run_id", "mechanism", "task", "seed", "parameters", "primary_metric",
@@ -58,7 +71,7 @@ RESULT = {
         "status": {"enum": list(RUN_STATUSES)},
         "error": {"type": ["string", "null"]},
         "family": {"enum": list(FAMILIES)},
-        "training": {"type": ["object", "null"]},
+        "training": TRAINING,
         "cells": {"type": "array", "items": CELL},
     },
     "allOf": [

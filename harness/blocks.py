@@ -41,10 +41,10 @@ def keep_last(buffer: torch.Tensor, new: torch.Tensor, slots: int) -> torch.Tens
 
 def whole_blocks(new: torch.Tensor, pending: torch.Tensor | None, earlier: int, block: int) -> torch.Tensor:
     """[the ``earlier`` entries waiting at the end of ``pending`` (zeros when None); ``new``; zeros up
-    to a whole number of blocks] along dim 2: the new positions in whole blocks from the start of
+    to a whole number of blocks] along dim -2: the new positions in whole blocks from the start of
     the current one, so that every block can be processed at once (``new`` itself when it already is)."""
-    pad = -(earlier + new.shape[2]) % block
+    pad = -(earlier + new.shape[-2]) % block
     if pending is not None and earlier:
-        new = block_so_far(pending, new, earlier)
+        new = torch.cat((pending[..., pending.shape[-2] - earlier :, :], new), dim=-2)
         earlier = 0
     return F.pad(new, (0, 0, earlier, pad)) if earlier or pad else new

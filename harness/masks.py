@@ -13,6 +13,7 @@ from collections import OrderedDict
 from typing import Callable
 
 import torch
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 MAX_CACHED = 64  # masks kept per builder; a training run asks for a handful
 
@@ -82,3 +83,13 @@ def earlier_blocks_mask(length: int, block: int, device: torch.device, copies: i
     before these positions); the queries' ``length`` rows repeated ``copies`` times. Cached: do not
     write into it."""
     return _cached_earlier_blocks(length, block, copies, leading, device=device, dtype=dtype)
+
+
+def cached_causal(queries: int, keys: int, like: torch.Tensor) -> torch.Tensor | CausalBias:
+    """The bottom-right causal mask for attention of ``queries`` over ``keys`` positions, in the form
+    that keeps SDPA on its fused kernels: on CUDA torch's ``causal_lower_right`` bias (nothing
+    stored; the flash and memory-efficient kernels take it), elsewhere the cached additive bias in
+    ``like``'s dtype (the CPU's flash kernel takes a float mask as it is)."""
+    if like.device.type == "cuda":
+        return causal_lower_right(queries, keys)
+    return causal_mask(queries, keys, like.device, dtype=like.dtype)

@@ -26,13 +26,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from harness.blocks import keep_last, whole_blocks
-from harness.masks import earlier_blocks_mask
+from harness.masks import cached_mask, earlier_blocks_mask
 from harness.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 from harness.rotary import Rotary
 
 UPDATES = ("linear", "delta")
 EPSILON = 1e-6  # keeps the read-out of an empty memory at 0 / epsilon = 0
+#: positions whose memory reads are computed together (rounded down to whole blocks): the reads
+#: cost O(T x MEMORY_CHUNK) arithmetic and memory, and a loop step per chunk
+MEMORY_CHUNK = 512
 
 
 @dataclass
@@ -80,10 +83,17 @@ class InfiniAttention(Mechanism):
         local = local.view(B, L // N, H, N, E).transpose(1, 2).reshape(B, H, L, E)
         written = (earlier + T) // N * N  # positions of the completed blocks
         with torch.autocast(x.device.type, enabled=False):  # the state's precision: no bf16 triangular solve
-            dtype = state["M"].dtype
-            read, memory, norm = self._memory(whole_blocks(q, None, earlier, N).to(dtype),
-                                              whole_blocks(k, state["k"], earlier, N).to(dtype), values.to(dtype),
-                                              state["M"], state["z"], written)
+            dtype, memory, norm = state["M"].dtype, state["M"], state["z"]
+            chunk = max(MEMORY_CHUNK // N, 1) * N
+            features = (whole_blocks(q, None, earlier, N).to(dtype), whole_blocks(k, state["k"], earlier, N).to(dtype),
+                        values.to(dtype))
+            reads = []
+            for index, (q_chunk, k_chunk, v_chunk) in enumerate(
+                    [features] if L <= chunk else zip(*(t.split(chunk, dim=2) for t in features))):
+                read, memory, norm = self._memory(q_chunk, k_chunk, v_chunk, memory, norm,
+                                                  min(max(written - index * chunk, 0), q_chunk.shape[2]))
+                reads.append(read)
+            read = reads[0] if len(reads) == 1 else torch.cat(reads, dim=2)
         gate = torch.sigmoid(self.gate).view(1, -1, 1, 1).to(local.dtype)
         y = torch.lerp(local, read.to(local.dtype), gate)
         y = y if L == T else y[:, :, earlier : earlier + T]
@@ -114,7 +124,7 @@ class InfiniAttention(Mechanism):
             values = torch.linalg.solve_triangular(key_products[..., E + 1 :], values - key_products[..., :E],
                                                    upper=False, unitriangular=True)
         # [M | z] after each earlier block: [I 0; 0 1; W 1] (E + 1 + L, E + 1)
-        reader = torch.cat((torch.eye(E + 1, dtype=values.dtype, device=values.device).expand(B, H, -1, -1),
+        reader = torch.cat((identity(E + 1, device=values.device, dtype=values.dtype).expand(B, H, -1, -1),
                             F.pad(values, (0, 1), value=1.0)), dim=2)
         read, read_norm = (products @ reader).split([E, 1], dim=-1)
         read = read / at_least(read_norm)
@@ -125,6 +135,12 @@ class InfiniAttention(Mechanism):
                                reader[:, :, E + 1 : written].reshape(B * H, -1, E + 1))
         memory, norm = memory.view(B, H, E, E + 1).split([E, 1], dim=-1)
         return read, memory, norm.squeeze(-1)
+
+
+@cached_mask
+def identity(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The identity matrix [size, size], built once per device and dtype (do not write into it)."""
+    return torch.eye(size, device=device, dtype=dtype)
 
 
 def at_least(x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 import harness
+from baselines import infini_attention
 from harness.blocks import block_so_far, block_spans, keep_last
 from harness.masks import causal_mask
 
@@ -94,9 +95,12 @@ def streamed(forward, mixer, x, segments, state):
 
 
 @pytest.mark.parametrize("update", ["linear", "delta"])
-@pytest.mark.parametrize("block, segments", [(4, [16]), (4, [3, 1, 6, 2, 4]), (5, [7, 13, 1, 3])])
-def test_all_blocks_at_once_equal_the_block_by_block_reference(update, block, segments):
-    """Outputs, carried states and gradients equal the reference's in float64, for any segment split."""
+@pytest.mark.parametrize("block, segments, chunk", [(4, [16], 512), (4, [16], 8), (4, [3, 1, 6, 2, 4], 512),
+                                                    (5, [7, 13, 1, 3], 512), (5, [7, 13, 1, 3], 12)])
+def test_all_blocks_at_once_equal_the_block_by_block_reference(update, block, segments, chunk, monkeypatch):
+    """Outputs, carried states and gradients equal the reference's in float64, for any segment split
+    and memory chunk."""
+    monkeypatch.setattr(infini_attention, "MEMORY_CHUNK", chunk)
     torch.manual_seed(0)
     mixer = model(block=block, update=update).train().blocks[0].mixer
     with torch.no_grad():

@@ -114,7 +114,8 @@ class InfiniAttention(Mechanism):
         One product [Q; K] [M | z | K^T] holds every read of the memory before this input and
         every score; the normaliser rides along as the column after M and a column of ones after W."""
         N, (B, H, L, E) = self.config.block, queries.shape
-        rows = torch.cat((queries, keys), dim=2) if self.config.update == "delta" else queries  # the delta rule reads for K too
+        # the delta rule reads the memory for the keys too
+        rows = torch.cat((queries, keys), dim=2) if self.config.update == "delta" else queries
         columns = torch.cat((memory, norm.unsqueeze(-1), keys.transpose(-1, -2)), dim=-1)  # B, H, E, E + 1 + L
         products = (rows @ columns) * earlier_blocks_mask(L, N, rows.device, copies=rows.shape[2] // L, leading=E + 1,
                                                           dtype=rows.dtype)  # [Q M | Q z | Q K^T masked]
@@ -123,7 +124,7 @@ class InfiniAttention(Mechanism):
             key_products = key_products / at_least(key_products[..., E:].sum(-1, keepdim=True))  # over K z + K K^T 1
             values = torch.linalg.solve_triangular(key_products[..., E + 1 :], values - key_products[..., :E],
                                                    upper=False, unitriangular=True)
-        # [M | z] after each earlier block: [I 0; 0 1; W 1] (E + 1 + L, E + 1)
+        # products @ [I 0; 0 1; W 1] = [Q M + Q K^T W | Q z + Q K^T 1]: each block's numerator and normaliser
         reader = torch.cat((identity(E + 1, device=values.device, dtype=values.dtype).expand(B, H, -1, -1),
                             F.pad(values, (0, 1), value=1.0)), dim=2)
         read, read_norm = (products @ reader).split([E, 1], dim=-1)
@@ -131,7 +132,8 @@ class InfiniAttention(Mechanism):
         if not written:
             return read, memory, norm
         written = E + 1 + written
-        memory = torch.baddbmm(columns[..., : E + 1].reshape(B * H, E, E + 1), columns[..., E + 1 : written].reshape(B * H, E, -1),
+        memory = torch.baddbmm(columns[..., : E + 1].reshape(B * H, E, E + 1),
+                               columns[..., E + 1 : written].reshape(B * H, E, -1),
                                reader[:, :, E + 1 : written].reshape(B * H, -1, E + 1))
         memory, norm = memory.view(B, H, E, E + 1).split([E, 1], dim=-1)
         return read, memory, norm.squeeze(-1)

@@ -50,6 +50,8 @@ from harness.rotary import Rotary
 
 
 SINK_POSITIONS = ("cache", "original")
+#: head dimensions FlexAttention's CUDA kernel takes (others use the dense form)
+FLEX_HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
 @dataclass
@@ -131,7 +133,7 @@ def banded_attention(
     position of the first query, queries [B, H, T, E] that score the sinks or None: q does): sink j
     is also seen by queries at positions >= j + W, where the window no longer covers it.
     """
-    if (sinks is None or not sinks[0].shape[2]) and q.device.type == "cuda" and has_triton():
+    if (sinks is None or not sinks[0].shape[2]) and q.device.type == "cuda" and q.shape[-1] in FLEX_HEAD_DIMS and has_triton():
         return flex_banded_attention(q, k, v, window, valid_from)
     B, H, T, E = q.shape
     W = window

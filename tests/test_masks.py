@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.nn import functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 import harness
 from harness.masks import causal_mask, earlier_blocks_mask
@@ -19,6 +20,13 @@ def test_causal_mask_is_bottom_right_aligned_and_its_bias_hides_the_same_keys():
     assert causal_mask(3, 5, torch.device("cpu")) is mask  # built once
 
 
+def test_torch_lower_right_causal_bias_is_the_same_mask():
+    """On CUDA, full attention passes ``causal_lower_right`` instead of the cached mask: same alignment."""
+    q, k, v = torch.randn(2, 2, 5, 8, dtype=torch.float64), *torch.randn(2, 2, 2, 9, 8, dtype=torch.float64)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(5, 9, torch.device("cpu")))
+    torch.testing.assert_close(F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(5, 9)), expected)
+
+
 def test_earlier_blocks_mask_shows_completed_blocks_after_leading_columns():
     mask = earlier_blocks_mask(4, 2, torch.device("cpu"), copies=2, leading=1)
     row = torch.tensor([[1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 0, 0]], dtype=torch.bool)
@@ -30,7 +38,8 @@ def test_a_mask_first_built_in_inference_mode_serves_training():
         causal_mask(6, 9, torch.device("cpu"), dtype=torch.float32)
     q = torch.randn(1, 1, 6, 4, requires_grad=True)
     k = torch.randn(1, 1, 9, 4)
-    F.scaled_dot_product_attention(q, k, k, attn_mask=causal_mask(6, 9, torch.device("cpu"), dtype=torch.float32)).sum().backward()
+    bias = causal_mask(6, 9, torch.device("cpu"), dtype=torch.float32)
+    F.scaled_dot_product_attention(q, k, k, attn_mask=bias).sum().backward()
     assert q.grad is not None
 
 

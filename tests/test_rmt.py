@@ -79,7 +79,8 @@ def reference_forward(mixer, x, state):
         k_rotated.append(rotary(k[:, :, piece], M + earlier))
         keys = block_so_far(state["k_rotated"], k_rotated[-1], earlier)
         values = block_so_far(state["v"], v[:, :, piece], earlier)
-        visible = torch.cat((torch.ones(end - start, M, dtype=torch.bool), causal_mask(end - start, keys.shape[2], x.device)), dim=1)
+        visible = torch.cat((torch.ones(end - start, M, dtype=torch.bool),
+                             causal_mask(end - start, keys.shape[2], x.device)), dim=1)
         outputs.append(F.scaled_dot_product_attention(
             rotary(q[:, :, piece], M + earlier), torch.cat((rotary(memory_k, 0), keys), dim=2),
             torch.cat((memory_v, values), dim=2), attn_mask=visible))

@@ -16,10 +16,14 @@ import torch
 from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 MAX_CACHED = 64  # masks kept per builder; a training run asks for a handful
+#: bytes of tensors kept per builder beyond the newest mask: full attention's mask grows with the
+#: context, and a long stream must not keep one per segment
+MAX_CACHED_BYTES = 64 * 2**20
 
 
 def cached_mask(builder: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Memoise ``builder(*sizes, device=..., dtype=...)`` per (sizes, device, dtype).
+    """Memoise ``builder(*sizes, device=..., dtype=...)`` per (sizes, device, dtype), keeping the
+    newest masks up to ``MAX_CACHED`` of them and ``MAX_CACHED_BYTES`` (the newest always).
 
     Masks are built outside inference mode (so that autograd may save them later) and without
     gradient; under ``torch.compile`` the builder is traced as it is, so that a compiled graph
@@ -34,11 +38,15 @@ def cached_mask(builder: Callable[..., torch.Tensor]) -> Callable[..., torch.Ten
         if key not in cache:
             with torch.inference_mode(False), torch.no_grad():
                 cache[key] = builder(*sizes, device=device, dtype=dtype)
-            if len(cache) > MAX_CACHED:
-                cache.popitem(last=False)
+            while len(cache) > 1 and (len(cache) > MAX_CACHED or sum(map(_bytes, cache.values())) > MAX_CACHED_BYTES):
+                cache.popitem(last=False)  # the least recently built
         return cache[key]
 
     return cached
+
+
+def _bytes(value) -> int:
+    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
 
 
 def as_bias(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-MAX_TABLES = 16  # (start, length, device, dtype) tables kept per module: a training run reuses a few
+MAX_TABLES = 8  # (start, length, device, dtype) tables kept per module: a training run reuses a few
 
 
 class Rotary(nn.Module):

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 import harness
+from harness import masks
 from harness.masks import causal_mask, earlier_blocks_mask
 
 
@@ -18,6 +19,19 @@ def test_causal_mask_is_bottom_right_aligned_and_its_bias_hides_the_same_keys():
     bias = causal_mask(3, 5, torch.device("cpu"), dtype=torch.float64)
     assert bias.dtype == torch.float64 and torch.equal(bias == 0, expected) and torch.isinf(bias[~expected]).all()
     assert causal_mask(3, 5, torch.device("cpu")) is mask  # built once
+
+
+def test_the_cache_keeps_the_newest_masks_within_its_byte_budget(monkeypatch):
+    """A stream through full attention asks for a longer mask every segment: old ones are let go."""
+    monkeypatch.setattr(masks, "MAX_CACHED_BYTES", 3 * 8 * 100)  # three bool masks of 8 x 100
+    device = torch.device("cpu")
+    first = causal_mask(8, 100, device)
+    assert causal_mask(8, 100, device) is first
+    for keys in (101, 102, 103):
+        causal_mask(8, keys, device)
+    assert causal_mask(8, 100, device) is not first  # evicted, built again
+    big = causal_mask(8, 10_000, device)  # over the budget alone: kept while it is the newest
+    assert causal_mask(8, 10_000, device) is big
 
 
 def test_torch_lower_right_causal_bias_is_the_same_mask():

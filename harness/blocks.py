@@ -29,8 +29,9 @@ def block_spans(pos: int, length: int, block: int) -> list[tuple[int, int, int]]
 
 
 def block_so_far(pending: torch.Tensor, new: torch.Tensor, earlier: int) -> torch.Tensor:
-    """The ``earlier`` entries of the current block waiting at the end of ``pending``, then ``new`` (dim 2)."""
-    return torch.cat((pending[:, :, pending.shape[2] - earlier :], new), dim=2)
+    """The ``earlier`` entries of the current block waiting at the end of ``pending``, then ``new``
+    (along dim -2: positions, as in [B, H, T, E])."""
+    return torch.cat((pending[..., pending.shape[-2] - earlier :, :], new), dim=-2)
 
 
 def keep_last(buffer: torch.Tensor, new: torch.Tensor, slots: int) -> torch.Tensor:
@@ -45,6 +46,5 @@ def whole_blocks(new: torch.Tensor, pending: torch.Tensor | None, earlier: int, 
     the current one, so that every block can be processed at once (``new`` itself when it already is)."""
     pad = -(earlier + new.shape[-2]) % block
     if pending is not None and earlier:
-        new = torch.cat((pending[..., pending.shape[-2] - earlier :, :], new), dim=-2)
-        earlier = 0
+        new, earlier = block_so_far(pending, new, earlier), 0
     return F.pad(new, (0, 0, earlier, pad)) if earlier or pad else new

@@ -121,7 +121,11 @@ class Rmt(Mechanism):
             query, key, value = (t.transpose(1, 2) for t in projections[-1].view(B, M, 3, H, E).unbind(2))  # B, H, M, E
             written = F.scaled_dot_product_attention(query, torch.cat((key, block_keys), dim=2),
                                                      torch.cat((value, block_values), dim=2))  # B, H, M, E
-            written = torch.addmm(memory.reshape(B * M, D), written.transpose(1, 2).reshape(B * M, D), out)
+            written = written.transpose(1, 2).reshape(B * M, D)
+            if torch.is_autocast_enabled(memory.device.type):  # autocast's addmm would add the residual in bf16
+                written = memory.reshape(B * M, D) + written @ out
+            else:
+                written = torch.addmm(memory.reshape(B * M, D), written, out)
             memory = F.layer_norm(written.view(B, M, D), (D,), norm_weight, norm_bias, self.memory_norm.eps)
             if self.config.bptt_blocks is not None and (first + index + 1) % self.config.bptt_blocks == 0:
                 memory = memory.detach()

@@ -29,7 +29,7 @@ copy costs the same order as the attention it serves.
 Computation is blocked: queries are cut into blocks of Q = min(W, T) positions, and each block
 attends to the L = Q + W - 1 keys ending at its last query (an ``unfold`` view over
 [cache; new keys]), with a band mask. The cost is O(T x (Q + W)), linear in the length, not a
-masked T x T matrix.
+masked T x T matrix. On CUDA without sinks, FlexAttention's block-sparse kernel computes the same band.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.layers.masks import causal_mask
+from harness.layers.masks import cached_causal
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 from harness.layers.rotary import Rotary
@@ -53,7 +53,7 @@ class FullAttention(Mechanism):
         elif T == 1:  # one new token sees every key
             y = F.scaled_dot_product_attention(q, k, v)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, cached + T, x.device))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=cached_causal(T, cached + T, q))
         y = y.transpose(1, 2).reshape(B, T, D)
         return self.out(y), {"k": k, "v": v}
 

@@ -32,8 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from harness.layers.blocks import block_so_far, block_spans, keep_last
-from harness.layers.masks import causal_mask
+from harness.layers.blocks import keep_last, whole_blocks
+from harness.layers.masks import as_bias, cached_mask
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 from harness.layers.rotary import Rotary
@@ -72,37 +72,69 @@ class Rmt(Mechanism):
         memory = self.memory_init.to(device=device, dtype=dtype).repeat(batch_size, 1, 1)
         return {"memory": memory, "k_rotated": pending, "k": pending, "v": pending, "pos": 0}
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(x.shape[0], x.shape[1], self.n_heads, self.head_dim).transpose(1, 2)  # B, H, T, E
-
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         B, T, D = x.shape
-        N, pos = self.config.block, state["pos"]
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
-        M = self.config.memory_slots
-        memory = state["memory"]
-        outputs, k_rotated = [], []
-        for start, end, earlier in block_spans(pos, T, N):
-            piece = slice(start, end)
-            memory_q, memory_k, memory_v = (self._heads(p) for p in self.qkv(memory).chunk(3, dim=-1))  # B, H, M, E
-            k_rotated.append(self.rotary(k[:, :, piece], M + earlier))  # at their offsets in the block, after the memory
-            keys = block_so_far(state["k_rotated"], k_rotated[-1], earlier)
-            values = block_so_far(state["v"], v[:, :, piece], earlier)
-            visible = torch.cat((torch.ones(end - start, M, dtype=torch.bool, device=x.device),
-                                 causal_mask(end - start, keys.shape[2], x.device)), dim=1)
-            outputs.append(F.scaled_dot_product_attention(
-                self.rotary(q[:, :, piece], M + earlier), torch.cat((self.rotary(memory_k, 0), keys), dim=2),
-                torch.cat((memory_v, values), dim=2), attn_mask=visible))
-            if earlier + end - start == N:  # the block is complete: the memory slots write it
-                block_keys = block_so_far(state["k"], k[:, :, piece], earlier)
-                written = F.scaled_dot_product_attention(memory_q, torch.cat((memory_k, block_keys), dim=2),
-                                                         torch.cat((memory_v, values), dim=2))
-                memory = self.memory_norm(memory + self.out(written.transpose(1, 2).reshape(B, -1, D)))
-                completed = (pos + end) // N
-                if self.config.bptt_blocks is not None and completed % self.config.bptt_blocks == 0:
-                    memory = memory.detach()
-        y = torch.cat(outputs, dim=2).transpose(1, 2).reshape(B, T, D)
+        H, E, N, M, pos = self.n_heads, self.head_dim, self.config.block, self.config.memory_slots, state["pos"]
+        earlier = pos % N
+        qkv = self.qkv(x).view(B, T, 3, H, E).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
+        # every block at once: the current block's earlier tokens first, zeros up to whole blocks
+        pending = torch.stack((torch.zeros_like(state["k"]), state["k"], state["v"])) if earlier else None
+        qkv = whole_blocks(qkv, pending, earlier, N)  # 3, B, H, L, E
+        L = qkv.shape[-2]
+        memory, projections = self._write(state["memory"], qkv[1].split(N, dim=-2), qkv[2].split(N, dim=-2),
+                                          (pos - earlier) // N, (earlier + T) // N)
+        # reads: a block's tokens at positions M .. M + N - 1 see its memory at 0 .. M - 1; all blocks in one call
+        q, k = self.rotary(qkv[:2].unflatten(-2, (L // N, N)), M).transpose(2, 3).flatten(1, 2)  # 2, B nb, H, N, E
+        memory_k, memory_v = projections.view(B, L // N, M, 3, H, E)[:, :, :, 1:].permute(3, 0, 1, 4, 2, 5).flatten(1, 2)
+        keys = torch.cat((self.rotary(memory_k, 0), k), dim=2)  # B nb, H, M + N, E
+        values = torch.cat((memory_v, qkv[2].unflatten(-2, (L // N, N)).transpose(1, 2).flatten(0, 1)), dim=2)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=read_mask(N, M, device=x.device, dtype=q.dtype))
+        y = y.transpose(1, 2).reshape(B, L, D)  # B nb, H, N, E -> B, L, D
+        k_rotated = k.unflatten(0, (B, L // N)).transpose(1, 2).flatten(2, 3)  # B, H, L, E
+        k, v = qkv[1], qkv[2]
+        if L != T:
+            y, k_rotated, k, v = y[:, earlier : earlier + T], *(t[:, :, earlier : earlier + T] for t in (k_rotated, k, v))
         slots = N - 1
-        new_state = {"memory": memory, "k_rotated": keep_last(state["k_rotated"], torch.cat(k_rotated, dim=2), slots),
+        new_state = {"memory": memory, "k_rotated": keep_last(state["k_rotated"], k_rotated, slots),
                      "k": keep_last(state["k"], k, slots), "v": keep_last(state["v"], v, slots), "pos": pos + T}
         return self.out(y), new_state
+
+    def _write(self, memory: torch.Tensor, keys: tuple[torch.Tensor, ...], values: tuple[torch.Tensor, ...],
+               first: int, complete: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory [B, M, D] after writing the first ``complete`` blocks of ``keys`` and ``values``
+        ([B, H, N, E] each; ``first``: the number of blocks before them in the stream), and the
+        memory's projections [B, nb, M, 3 D] that each block reads (those of the memory before it).
+
+        The writes are sequential by definition: block b's memory slots attend to [memory; block b]
+        without positions and, added to the memory and layer-normalised, become block b + 1's. Each
+        weight enters every block as its own view of one expanded tensor, so that its gradient is
+        one stack and sum rather than an addition per block."""
+        B, M, D = memory.shape
+        H, E = self.n_heads, self.head_dim
+        weights = (self.qkv.weight, self.out.weight.t(), self.memory_norm.weight, self.memory_norm.bias)
+        per_block = zip(*(w.expand(len(keys), *w.shape).unbind(0) for w in weights))
+        projections = []
+        for index, (block_keys, block_values, (qkv, out, norm_weight, norm_bias)) in enumerate(zip(keys, values, per_block)):
+            projections.append(F.linear(memory, qkv))
+            if index == complete:  # an unfinished block: read, not written
+                break
+            query, key, value = (t.transpose(1, 2) for t in projections[-1].view(B, M, 3, H, E).unbind(2))  # B, H, M, E
+            written = F.scaled_dot_product_attention(query, torch.cat((key, block_keys), dim=2),
+                                                     torch.cat((value, block_values), dim=2))  # B, H, M, E
+            written = written.transpose(1, 2).reshape(B * M, D)
+            if torch.is_autocast_enabled(memory.device.type):  # autocast's addmm would add the residual in bf16
+                written = memory.reshape(B * M, D) + written @ out
+            else:
+                written = torch.addmm(memory.reshape(B * M, D), written, out)
+            memory = F.layer_norm(written.view(B, M, D), (D,), norm_weight, norm_bias, self.memory_norm.eps)
+            if self.config.bptt_blocks is not None and (first + index + 1) % self.config.bptt_blocks == 0:
+                memory = memory.detach()
+        return memory, torch.stack(projections, dim=1)
+
+
+@cached_mask
+def read_mask(block: int, slots: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[N, M + N]: a block's tokens see every memory slot and, causally, the tokens of their block."""
+    visible = torch.ones(block, slots + block, dtype=torch.bool, device=device)
+    visible[:, slots:] = visible[:, slots:].tril()
+    return visible if dtype == torch.bool else as_bias(visible, dtype)

@@ -29,23 +29,29 @@ copy costs the same order as the attention it serves.
 Computation is blocked: queries are cut into blocks of Q = min(W, T) positions, and each block
 attends to the L = Q + W - 1 keys ending at its last query (an ``unfold`` view over
 [cache; new keys]), with a band mask. The cost is O(T x (Q + W)), linear in the length, not a
-masked T x T matrix.
+masked T x T matrix. On CUDA without sinks, FlexAttention's block-sparse kernel computes the same band.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+from torch.utils._triton import has_triton
 
+from harness.layers.masks import as_bias, cached_mask
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.registry import register_mechanism
 from harness.layers.rotary import Rotary
 
 
 SINK_POSITIONS = ("cache", "original")
+#: head dimensions FlexAttention's CUDA kernel takes (others use the dense form)
+FLEX_HEAD_DIMS = (16, 32, 64, 128, 256)
 
 
 @dataclass
@@ -127,6 +133,8 @@ def banded_attention(
     position of the first query, queries [B, H, T, E] that score the sinks or None: q does): sink j
     is also seen by queries at positions >= j + W, where the window no longer covers it.
     """
+    if (sinks is None or not sinks[0].shape[2]) and q.device.type == "cuda" and q.shape[-1] in FLEX_HEAD_DIMS and has_triton():
+        return flex_banded_attention(q, k, v, window, valid_from)
     B, H, T, E = q.shape
     W = window
     Q = min(W, T)
@@ -142,12 +150,8 @@ def banded_attention(
     q = q.view(B, H, N, Q, E)
     k = k.unfold(2, L, Q).transpose(-1, -2)  # B, H, N, L, E
     v = v.unfold(2, L, Q).transpose(-1, -2)  # B, H, N, L, E
-    query = torch.arange(Q, device=q.device).view(1, Q, 1)
-    key = torch.arange(L, device=q.device).view(1, 1, L)
-    block_start = torch.arange(N, device=q.device).view(N, 1, 1) * Q
-    # Query i of a block sits at key index i + W - 1; it sees keys i .. i + W - 1 of the block.
-    mask = (key >= query) & (key <= query + W - 1) & (block_start + key >= valid_from)  # N, Q, L
     if sinks is not None and sinks[0].shape[2]:
+        mask = band_mask(N, Q, W, valid_from, device=q.device)  # N, Q, L
         sink_k, sink_v, start, _ = sinks
         S = sink_k.shape[2]
         if sink_q is not None:  # one softmax, two query rotations: [q, sink_q] . [k, 0] and . [0, sink_k]
@@ -156,7 +160,50 @@ def banded_attention(
             sink_k = torch.cat((torch.zeros_like(sink_k), sink_k), dim=-1)
         k = torch.cat((sink_k.unsqueeze(2).expand(-1, -1, N, -1, -1), k), dim=3)  # B, H, N, S+L, E (2E: see above)
         v = torch.cat((sink_v.unsqueeze(2).expand(B, H, N, S, E), v), dim=3)
+        query = torch.arange(Q, device=q.device).view(1, Q, 1)
+        block_start = torch.arange(N, device=q.device).view(N, 1, 1) * Q
         sink = torch.arange(S, device=q.device).view(1, 1, S)
         mask = torch.cat((sink <= start + block_start + query - W, mask), dim=-1)  # N, Q, S+L
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=None if sink_q is None else E**-0.5)  # B, H, N, Q, E
-    return y.reshape(B, H, N * Q, E)[:, :, :T]
+    else:
+        mask = band_mask(N, Q, W, valid_from, device=q.device, dtype=q.dtype)  # as a bias, converted once
+    # 4-D, the blocks as heads: the fused kernels take no 5-D input (SDPA would fall back to its math path)
+    q, k, v = q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)  # B H, N, Q or S+L, E
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(0), scale=None if sink_q is None else E**-0.5)
+    return y.reshape(B, H, N * Q, E)[:, :, :T]  # B H, N, Q, E -> B, H, T, E
+
+
+@cached_mask
+def band_mask(blocks: int, size: int, window: int, valid_from: int, device: torch.device,
+              dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """[N, Q, L]: query i of block n (key index i + W - 1 of its L = Q + W - 1 keys) sees keys
+    i .. i + W - 1 of its block, those before ``valid_from`` (unfilled cache slots) excepted."""
+    query = torch.arange(size, device=device).view(1, size, 1)
+    key = torch.arange(size + window - 1, device=device).view(1, 1, -1)
+    block_start = torch.arange(blocks, device=device).view(blocks, 1, 1) * size
+    visible = (key >= query) & (key <= query + window - 1) & (block_start + key >= valid_from)
+    return visible if dtype == torch.bool else as_bias(visible, dtype)
+
+
+def flex_banded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, valid_from: int) -> torch.Tensor:
+    """``banded_attention`` without sinks through FlexAttention's block-sparse kernel: only the key
+    blocks the band touches are computed. On CUDA the kernel is compiled (once per shape); elsewhere
+    FlexAttention runs its unfused reference, so the CPU uses the dense form instead."""
+    mask = band_block_mask(q.shape[2], k.shape[2], window, valid_from, device=q.device)
+    attention = flex_attention if q.device.type != "cuda" or torch.compiler.is_compiling() else _compiled_flex_attention()
+    return attention(q, k, v, block_mask=mask)
+
+
+@cached_mask
+def band_block_mask(queries: int, keys: int, window: int, valid_from: int, device: torch.device,
+                    dtype: torch.dtype = torch.bool) -> BlockMask:
+    """FlexAttention's block mask of the band: query i (key index i + W - 1) sees keys i .. i + W - 1
+    from ``valid_from`` on (``dtype`` is unused: a block mask has none)."""
+    def band(batch, head, query, key):
+        return (key >= query) & (key <= query + window - 1) & (key >= valid_from)
+
+    return create_block_mask(band, None, None, queries, keys, device=device)
+
+
+@functools.cache
+def _compiled_flex_attention():
+    return torch.compile(flex_attention, dynamic=False)

@@ -7,7 +7,7 @@ import torch
 from torch.nn import functional as F
 
 import harness
-from baselines.sliding_window import banded_attention
+from baselines.sliding_window import banded_attention, flex_banded_attention
 
 
 def naive_window_attention(q, k, v, window):
@@ -141,3 +141,30 @@ def test_sinks_keep_the_first_tokens_visible():
     before, _ = model.stream(tokens, model.init_state(1), 5)
     after, _ = model.stream(changed, model.init_state(1), 5)
     assert (before[:, -1] - after[:, -1]).abs().max() > 1e-6
+
+
+@pytest.mark.filterwarnings("ignore:.*flex_attention called without torch.compile")
+@pytest.mark.parametrize("window, length, filled", [(5, 33, 0), (16, 40, 7), (40, 7, 0)])
+def test_flex_attention_band_equals_the_dense_form(window, length, filled):
+    """The block-sparse form CUDA uses (FlexAttention, here unfused on the CPU) against the dense one."""
+    q, k, v = (torch.randn(2, 3, length, 8, dtype=torch.float64) for _ in range(3))
+    cache = torch.randn(2, 3, window - 1, 8, dtype=torch.float64)
+    keys, values = torch.cat((cache, k), 2), torch.cat((cache, v), 2)
+    valid_from = window - 1 - filled
+    torch.testing.assert_close(flex_banded_attention(q, keys, values, window, valid_from),
+                               banded_attention(q, keys, values, window, valid_from))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_mechanism_equals_the_cpu():
+    """Through FlexAttention on CUDA (float32): outputs and gradients as on the CPU."""
+    model = harness.build_model("sliding_window", vocab_size=11, d_model=64, n_layers=1, n_heads=2, window=16)
+    tokens = torch.randint(0, 11, (2, 100))
+    results = []
+    for device in ("cpu", "cuda"):
+        on_device = model.to(device)
+        logits, _ = on_device.stream(tokens.to(device), on_device.init_state(2), 40)
+        logits.square().sum().backward()
+        results.append((logits.cpu(), on_device.blocks[0].mixer.qkv.weight.grad.cpu()))
+        on_device.zero_grad(set_to_none=True)
+    torch.testing.assert_close(results[1], results[0], rtol=1e-4, atol=1e-4)

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from harness.layers.causal_conv import CausalConv1d
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.layers.peer_kernels import check_backend, mamba_ssd, resolve_backend
+from harness.layers.rms_norm import RMSNorm
 from harness.registry import register_mechanism
 
 
@@ -77,7 +78,7 @@ class Mamba(Mechanism):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus inverse
         self.A_log = nn.Parameter(torch.log(torch.empty(self.ssm_heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.ssm_heads))
-        self.norm = nn.RMSNorm(self.inner, eps=1e-5) if config.rmsnorm else None
+        self.norm = RMSNorm(self.inner, eps=1e-5) if config.rmsnorm else None
         self.out_proj = nn.Linear(self.inner, d_model, bias=False)
         #: the back-end that computed the last forward (see numerics())
         self.backend_ran = "torch"

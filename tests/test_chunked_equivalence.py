@@ -12,7 +12,8 @@ import torch
 from torch.nn import functional as F
 
 import reference_chunked as reference
-from baselines.linear_attention import LinearAttention, additive_chunked, delta_chunked
+from delta_rule_heads import delta_rule_by_heads
+from baselines.linear_attention import LinearAttention, additive_chunked
 from baselines.mamba import Mamba, ssd_chunked
 
 SPLITS = [(37,), (13, 1, 23), (16, 16, 5)]
@@ -66,12 +67,18 @@ def heads_inputs(seed, T=37, B=2, H=3, E=5):
 def test_delta_rule_equals_the_looped_form(chunk, split):
     q, k, v, beta, S = heads_inputs(0)
 
-    def run(core):
-        def step(q, k, v, beta, state):  # the delta rule's keys are unit vectors
-            return core(F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, beta, state["S"], chunk)
+    E = q.shape[-1]
+
+    def ours(q, k, v, beta, state):  # scales q and k itself: to unit length, q then by E**-0.5
+        return delta_rule_by_heads(q, k, v, beta, state["S"], chunk, q_weight=E)
+
+    def looped(q, k, v, beta, state):
+        return reference.delta_chunked(F.normalize(q, dim=-1) * E**-0.5, F.normalize(k, dim=-1), v, beta, state["S"], chunk)
+
+    def run(step):
         return lambda: segments(step, split, (q, k, v, beta), 2, {"S": S})
 
-    assert_same_run(run(delta_chunked), run(reference.delta_chunked), [q, k, v, beta, S])
+    assert_same_run(run(ours), run(looped), [q, k, v, beta, S])
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)

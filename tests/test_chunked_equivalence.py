@@ -14,7 +14,8 @@ from torch.nn import functional as F
 import reference_chunked as reference
 from delta_rule_heads import delta_rule_by_heads
 from baselines.linear_attention import LinearAttention, additive_chunked
-from baselines.mamba import Mamba, ssd_chunked
+from baselines.mamba import Mamba
+from harness.layers.ssd import ssd
 
 SPLITS = [(37,), (13, 1, 23), (16, 16, 5)]
 CHUNKS = [1, 4, 7, 16, 64]
@@ -100,15 +101,24 @@ def test_additive_rule_equals_the_looped_form(chunk, split):
 def test_ssd_equals_the_looped_form(chunk, split):
     generator = torch.Generator().manual_seed(2)
     B, T, G, P, N = 2, 37, 3, 4, 5
-    u = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator).requires_grad_()
-    log_decay = (-2 * torch.rand(B, T, G, dtype=torch.float64, generator=generator)).requires_grad_()
+    x = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator).requires_grad_()
+    dt = torch.rand(B, T, G, dtype=torch.float64, generator=generator).requires_grad_()
+    A = (-2 * torch.rand(G, dtype=torch.float64, generator=generator)).requires_grad_()
     b, c = (torch.randn(B, T, N, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(2))
+    D = torch.randn(G, dtype=torch.float64, generator=generator).requires_grad_()
     h = torch.randn(B, G, P, N, dtype=torch.float64, generator=generator).requires_grad_()
 
-    def run(core):
-        return lambda: segments(lambda u, a, b, c, h: core(u, a, b, c, h, chunk), split, (u, log_decay, b, c), 1, h)
+    def ours(x, dt, b, c, h):
+        return ssd(x, dt, A, b, c, D, h, chunk)
 
-    assert_same_run(run(ssd_chunked), run(reference.ssd_chunked), [u, log_decay, b, c, h])
+    def looped(x, dt, b, c, h):  # the looped scan takes x dt and the log decays dt A, and has no D
+        y, h = reference.ssd_chunked(x * dt.unsqueeze(-1), dt * A, b, c, h, chunk)
+        return y + x * D.view(-1, 1), h
+
+    def run(core):
+        return lambda: segments(core, split, (x, dt, b, c), 1, h)
+
+    assert_same_run(run(ours), run(looped), [x, dt, A, b, c, D, h])
 
 
 def perturbed(layer):

@@ -53,6 +53,6 @@ class _RMSNorm(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             dweight = (dy * xhat).sum(tuple(range(xhat.dim() - 1))).to(weight.dtype)
         g = dy * weight
-        dot = (g * xhat).sum(-1, keepdim=True)
+        dot = torch.bmm(g.reshape(-1, 1, g.shape[-1]), xhat.reshape(-1, g.shape[-1], 1)).view(xhat.shape[:-1] + (1,))
         dx = torch.addcmul(g, xhat, dot, value=-1 / xhat.shape[-1]).mul_(r)
         return dx.to(ctx.x_dtype), dweight, None

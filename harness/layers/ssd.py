@@ -95,12 +95,13 @@ class SSD(torch.autograd.Function):
         starts = torch.empty(Bsz, K, G, P, N, device=device, dtype=dtype)  # the heads side by side, for C h^T
         starts.copy_(states[:, :, :K].transpose(1, 2))
         read = torch.bmm(ck, starts.view(Bsz * K, G * P, N).mT).view(Bsz, K, L, G, P)
-        read.mul_(cs.exp().permute(0, 2, 3, 1).unsqueeze(-1))
+        decay_from_start = cs.exp().permute(0, 2, 3, 1).unsqueeze(-1)  # B, K, L, G, 1
+        read.mul_(decay_from_start)
         y = torch.empty(Bsz, K * L, G, P, device=device, dtype=dtype)
         torch.addcmul(read, xk, D.view(G, 1), out=y.view(Bsz, K, L, G, P))
         y.view(Bsz, K, L, G, P).add_(y_within.view(Bsz, G, K, L, P).permute(0, 2, 3, 1, 4))
         ctx.save_for_backward(xk, dtk, A, D, bk, ck, decays, M, xdt, to_end, xdt_to_end, b_heads, between, sources, starts,
-                              read, cs)
+                              read, decay_from_start, cs)
         ctx.dims, ctx.dtypes = (Bsz, T, G, P, N, K, L), tuple(t.dtype for t in (x, dt, A, b, c, D, h))
         ctx.set_materialize_grads(False)  # a missing gradient (the last state unused) comes as None
         return y[:, :T], states[:, :, K]
@@ -108,15 +109,15 @@ class SSD(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, dh):
         (xk, dtk, A, D, bk, ck, decays, M, xdt, to_end, xdt_to_end, b_heads, between, sources, starts, read,
-         cs) = ctx.saved_tensors
+         decay_from_start, cs) = ctx.saved_tensors
         (Bsz, T, G, P, N, K, L), dtypes = ctx.dims, ctx.dtypes
         dtype, device = cs.dtype, cs.device
         dY = torch.zeros(Bsz, K, L, G, P, device=device, dtype=dtype) if dy is None else \
             _padded(dy.to(dtype), K * L).reshape(Bsz, K, L, G, P)
         dD = (dY * xk).sum((0, 1, 2, 4))
         # the read-out of the chunk starts: read = exp(cs) C h^T
-        dread = dY * cs.exp().permute(0, 2, 3, 1).unsqueeze(-1)
-        dcs_read = (dY * read).sum(-1)  # B, K, L, G
+        dread = dY * decay_from_start
+        dcs_read = _row_dots(dY, read).view(Bsz, K, L, G)
         dc = torch.bmm(dread.view(Bsz * K, L, G * P), starts.view(Bsz * K, G * P, N))
         dstarts = torch.bmm(dread.view(Bsz * K, L, G * P).mT, ck).view(Bsz, K, G, P, N).transpose(1, 2)
         if dh is None:
@@ -133,7 +134,7 @@ class SSD(torch.autograd.Function):
         dxdt_to_end = torch.bmm(b_heads, dwrites.mT)
         db = torch.bmm(xdt_to_end.view(-1, L, P), dwrites).view(Bsz, G, K * L, N).sum(1).view(Bsz * K, L, N)
         dxdt = dxdt_to_end.view(Bsz, G, K, L, P) * to_end.unsqueeze(-1)
-        dcs_to_end = (dxdt_to_end * xdt_to_end.view(-1, L, P)).sum(-1).view(Bsz, G, K, L)
+        dcs_to_end = _row_dots(dxdt_to_end, xdt_to_end).view(Bsz, G, K, L)
         # within each chunk: y = M xdt, M = decays * C B^T
         dY_heads = torch.empty(Bsz, G, K, L, P, device=device, dtype=dtype)
         dY_heads.permute(0, 2, 3, 1, 4).copy_(dY)
@@ -157,6 +158,12 @@ class SSD(torch.autograd.Function):
         dx.view(Bsz, K, L, G, P).addcmul_(dY, D.view(G, 1))
         grads = (dx[:, :T], ddt[:, :T], dA, db.view(Bsz, K * L, N)[:, :T], dc.view(Bsz, K * L, N)[:, :T], dD, dh0)
         return (*(g if g is None else g.to(d) for g, d in zip(grads, dtypes)), None)
+
+
+def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The dot products of the last-dimension rows of a and b (contiguous, same shape), as one batched product."""
+    size = a.shape[-1]
+    return torch.bmm(a.reshape(-1, 1, size), b.reshape(-1, size, 1)).view(a.shape[:-1])
 
 
 def _padded(x: torch.Tensor, length: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 import reference_chunked as reference
 from delta_rule_heads import delta_rule_by_heads
+from harness.layers.delta_rule import delta_rule
 from baselines.linear_attention import LinearAttention, additive_chunked
 from baselines.mamba import Mamba
 from harness.layers.ssd import ssd
@@ -154,3 +155,19 @@ def test_mamba_layer_equals_the_looped_form(options):
                                 layer.init_state(2, x.device, x.dtype))
 
     assert_same_run(run(Mamba.forward), run(reference.mamba_forward), [x, *layer.parameters()])
+
+
+def test_hand_written_backwards_pass_gradcheck():
+    """The delta rule's and the SSD's backward passes against finite differences (T = 7: a padded last chunk)."""
+    generator = torch.Generator().manual_seed(3)
+
+    def leaf(*shape, low=None):
+        t = torch.rand(*shape, dtype=torch.float64, generator=generator) if low is not None else \
+            torch.randn(*shape, dtype=torch.float64, generator=generator)
+        return (t + low if low is not None else t).requires_grad_()
+
+    assert torch.autograd.gradcheck(lambda qkv, beta, S: delta_rule(qkv, beta, S, 3, 4.0),
+                                    (leaf(1, 7, 3, 2, 4), leaf(1, 7, 2, low=0.0), leaf(1, 2, 4, 4)))
+    assert torch.autograd.gradcheck(lambda x, dt, A, b, c, D, h: ssd(x, dt, A, b, c, D, h, 3),
+                                    (leaf(1, 7, 2, 3), leaf(1, 7, 2, low=0.1), -leaf(2, low=0.5).detach().requires_grad_(),
+                                     leaf(1, 7, 4), leaf(1, 7, 4), leaf(2), leaf(1, 2, 3, 4)))

@@ -24,14 +24,14 @@ Computation is chunked (chunks of ``chunk`` positions): within a chunk the outpu
 masked L x L product, across chunks from the carried S, so the cost is linear in the length. For
 the delta rule the chunk's writes solve one unit-lower-triangular system (the "WY" form):
 ``(I + diag(beta) tril(K K^T, -1)) U = diag(beta) (V - K S_0)``, ``O = Q S_0 + tril(Q K^T) U``,
-``S_L = S_0 + K^T U``. The state is S (and z, or the convolution's carried inputs): H x E x E
+``S_L = S_0 + K^T U``; harness/layers/delta_rule.py computes it as one autograd function with
+a hand-written backward (a few dozen kernels per layer and segment). The state is S (and z, or the convolution's carried inputs): H x E x E
 numbers per layer and sequence, plus H x E for z (additive) or (conv_width - 1) x 3 x H x E for the
 convolution (delta), whatever the context length.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +39,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from harness.layers.causal_conv import CausalConv1d
+from harness.layers.delta_rule import delta_rule, unit_length_scale
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.layers.peer_kernels import check_backend, fla_delta_rule, resolve_backend
+from harness.layers.rms_norm import RMSNorm
 from harness.registry import register_mechanism
 
 RULES = ("additive", "delta", "delta_bare")
@@ -79,12 +81,11 @@ class LinearAttention(Mechanism):
         published = config.rule == "delta"
         self.beta = nn.Linear(d_model, n_heads, bias=not published) if config.rule != "additive" else None
         self.conv = CausalConv1d(3 * d_model, config.conv_width, bias=False) if published else None
-        self.norm = nn.RMSNorm(self.head_dim, eps=1e-5) if published else None
-        # weight of q and k in unit_length: E for q under rule=delta (the unit q scaled by E**-0.5), else 1
+        self.norm = RMSNorm(self.head_dim, eps=1e-5) if published else None
+        #: the weight of |q|^2 in q's scaling: E under rule=delta (the unit q times E**-0.5), else 1
+        self.q_weight = float(self.head_dim if published else 1)
         #: the back-end that computed the last forward (see numerics())
         self.backend_ran = "torch"
-        self.register_buffer("qk_norm", torch.tensor([self.head_dim if published else 1.0, 1.0]).view(2, 1, 1, 1, 1),
-                             persistent=False)
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
         H, E = self.n_heads, self.head_dim
@@ -106,23 +107,21 @@ class LinearAttention(Mechanism):
             self.backend_ran = resolve_backend("linear_attention", self.config.backend, qkv)
             if self.backend_ran == "fla":
                 return self._fla_forward(x, qkv, state, carried)
-        qkv = qkv.view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3, B, H, T, E
+        qkv = qkv.view(B, T, 3, self.n_heads, self.head_dim)
         if self.config.rule == "additive":
-            q, k, v = qkv
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # B, H, T, E each
             y, new_state = additive_chunked(F.elu(q) + 1, F.elu(k) + 1, v, state["S"], state["z"], self.config.chunk)
+            y = y.transpose(1, 2)
         else:
-            beta = torch.sigmoid(self.beta(x)).transpose(1, 2)  # B, H, T
+            beta = torch.sigmoid(self.beta(x))  # B, T, H
             # the chunk's triangular solve runs in the state's precision (no bf16 kernel; the
             # writes compound over the whole context), as the LSTM cell does under autocast
             with torch.autocast(x.device.type, enabled=False):
-                dtype = state["S"].dtype
-                qkv = qkv.to(dtype).contiguous()  # one copy into the layout of the chunked products
-                q, k = unit_length(qkv[:2], self.qk_norm)
-                y, new_state = delta_chunked(q, k, qkv[2], beta.to(dtype), state["S"], self.config.chunk)
+                y, S = delta_rule(qkv, beta, state["S"], self.config.chunk, self.q_weight)
                 if self.config.rule == "delta":
                     y = self.norm(y)
-            y = y.to(qkv.dtype)
-        return self.out(y.transpose(1, 2).reshape(B, T, D)), {**new_state, **carried}
+            y, new_state = y.to(qkv.dtype), {"S": S}
+        return self.out(y.reshape(B, T, D)), {**new_state, **carried}
 
     def _fla_forward(self, x: torch.Tensor, qkv: torch.Tensor, state: State, carried: State) -> tuple[torch.Tensor, State]:
         """The delta rule by fla's chunk_delta_rule: q, k, v [B, T, H, E] in qkv's dtype (bf16/fp16), state in fp32."""
@@ -131,8 +130,8 @@ class LinearAttention(Mechanism):
         beta = torch.sigmoid(self.beta(x))  # B, T, H
         with torch.autocast(x.device.type, enabled=False):
             dtype = state["S"].dtype  # q and k normalised, and the read-out normed, in the state's precision
-            q, k = unit_length(qkv[:, :, :2].to(dtype), self.qk_norm.view(2, 1, 1)).to(qkv.dtype).unbind(2)
-            y, S = fla_delta_rule(q, k, qkv[:, :, 2], beta, state["S"], scale=1.0)  # y: B, T, H, E
+            q, k, v = (qkv.to(dtype) * unit_length_scale(qkv, self.q_weight)).to(qkv.dtype).unbind(2)
+            y, S = fla_delta_rule(q, k, v, beta, state["S"], scale=1.0)  # y: B, T, H, E
             if self.config.rule == "delta":
                 y = self.norm(y.to(dtype))
         return self.out(y.to(qkv.dtype).reshape(B, T, D)), {"S": S, **carried}
@@ -144,14 +143,6 @@ class LinearAttention(Mechanism):
         if self.config.rule == "additive":
             return {"backend": "torch", "recurrence": "the autocast dtype (bf16 matmuls under precision=bf16)"}
         return {"backend": "torch", "recurrence": f"{_recurrence_precision()} (autocast off), state in its own dtype"}
-
-
-def unit_length(qk: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """q and k (stacked on the dimension ``weight`` [2, 1, ...] indexes) over sqrt(weight |x|^2 + 1e-24).
-
-    weight 1: F.normalize (but for a zero vector); weight E for q: the unit q times E**-0.5.
-    """
-    return qk * torch.rsqrt(qk.square().sum(-1, keepdim=True).mul(weight).add(1e-24))
 
 
 def _recurrence_precision() -> str:
@@ -188,32 +179,3 @@ def additive_chunked(q, k, v, S, z, chunk):
     read = read.flatten(2, 3)[:, :, :T]  # B, H, T, E+1 (padded positions dropped before they divide 0 by 0)
     y = read[..., :E] / read[..., E:]
     return y, {"S": totals[:, :, -1, :, :E], "z": totals[:, :, -1, :, E]}
-
-
-def delta_chunked(q, k, v, beta, S, chunk):
-    """Delta-rule linear attention over q, k, v [B, H, T, E] with rates beta [B, H, T] from memory S [B, H, E, E].
-
-    Every chunk's writes come from one batched unit-lower-triangular solve (the WY/UT form):
-    ``(I + diag(beta) tril(K K^T, -1)) [W | U] = diag(beta) [K | V]``. With the memory S_n at the
-    chunk's start, its writes are ``U - W S_n``, so ``S_{n+1} = (I - K^T W) S_n + K^T U`` (the only
-    loop, one matrix product per chunk) and ``O = (Q - tril(Q K^T) W) S_n + tril(Q K^T) U``.
-    """
-    B, H, T, E = q.shape
-    _, (qc, kc, vc, bc) = _in_chunks(chunk, q, k, v, beta.unsqueeze(-1))  # B, H, N, L, E (bc: L, 1)
-    rates = bc * torch.cat((kc, vc), dim=-1)  # B, H, N, L, 2E: [diag(beta) K | diag(beta) V]
-    # solve_triangular reads only the strictly lower triangle (unitriangular): no mask needed
-    WU = torch.linalg.solve_triangular(rates[..., :E] @ kc.transpose(-1, -2), rates, upper=False, unitriangular=True)
-    KW, KU = (kc.transpose(-1, -2) @ WU).split(E, dim=-1)  # B, H, N, E, E each
-    starts = []
-    for decay, write in zip((identity(E, q.device, q.dtype) - KW).unbind(2), KU.unbind(2)):  # B, H, E, E each
-        starts.append(S)
-        S = torch.baddbmm(write.flatten(0, 1), decay.flatten(0, 1), S.flatten(0, 1)).view(B, H, E, E)
-    PW, PU = (torch.tril(qc @ kc.transpose(-1, -2)) @ WU).split(E, dim=-1)  # B, H, N, L, E each
-    y = (qc - PW) @ torch.stack(starts, dim=2) + PU
-    return y.flatten(2, 3)[:, :, :T], {"S": S}
-
-
-@functools.cache
-def identity(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The size x size identity, built once per (size, device, dtype)."""
-    return torch.eye(size, device=device, dtype=dtype)

@@ -14,15 +14,15 @@ and the output is y gated by SiLU(z) and normalised, ``RMSNorm(y * SiLU(z))`` ov
 width (Mamba2Simple's gated RMSNorm: one group, the gate applied before the norm, learned
 weights), projected back to D. ``rmsnorm=false`` is a departure kept as an option: the gated y
 goes to the output projection unnormalised, as in Mamba-1. The recurrence is computed in chunks
-of ``chunk`` positions with the state-space-dual form: within a chunk an L x L matrix of decays
-exp(sum of dt A between s and t) times (C_t . B_s), across chunks the carried h. The state is h
+of ``chunk`` positions with the state-space-dual form (harness/layers/ssd.py: one autograd function
+with a hand-written backward): within a chunk an L x L matrix of decays exp(sum of dt A between s
+and t) times (C_t . B_s), across chunks the carried h. The state is h
 and the last K - 1 convolution inputs: G x P x N + (K - 1) x C numbers per layer and sequence,
 whatever the context length. ``expand`` = 1 keeps the default parameter-matched to attention.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -33,6 +33,8 @@ from torch.nn import functional as F
 from harness.layers.causal_conv import CausalConv1d
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
 from harness.layers.peer_kernels import check_backend, mamba_ssd, resolve_backend
+from harness.layers.rms_norm import RMSNorm
+from harness.layers.ssd import ssd
 from harness.registry import register_mechanism
 
 
@@ -77,7 +79,7 @@ class Mamba(Mechanism):
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus inverse
         self.A_log = nn.Parameter(torch.log(torch.empty(self.ssm_heads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.ssm_heads))
-        self.norm = nn.RMSNorm(self.inner, eps=1e-5) if config.rmsnorm else None
+        self.norm = RMSNorm(self.inner, eps=1e-5) if config.rmsnorm else None
         self.out_proj = nn.Linear(self.inner, d_model, bias=False)
         #: the back-end that computed the last forward (see numerics())
         self.backend_ran = "torch"
@@ -100,14 +102,12 @@ class Mamba(Mechanism):
         self.backend_ran = resolve_backend("mamba", config.backend, u) if config.backend != "torch" else "torch"
         if self.backend_ran == "mamba_ssm":
             y, h = mamba_ssd(u, dt, A, b, c, state["h"], config.chunk)
-            y, h = y.to(u.dtype), h.to(state["h"].dtype)
+            y, h = y.to(u.dtype) + u * self.D.view(1, 1, G, 1), h.to(state["h"].dtype)
         else:
             # decays, state and scan in the state's precision under autocast, as mamba_ssm's kernels keep them
             with torch.autocast(x.device.type, enabled=False):
-                dtype = state["h"].dtype
-                y, h = ssd_chunked((u * dt.unsqueeze(-1)).to(dtype), (dt * A).to(dtype), b.to(dtype), c.to(dtype),
-                                   state["h"], config.chunk)
-        y = (y + u * self.D.view(1, 1, G, 1)).reshape(Bsz, T, self.inner) * F.silu(z)
+                y, h = ssd(u, dt, A, b, c, self.D, state["h"], config.chunk)
+        y = y.reshape(Bsz, T, self.inner) * F.silu(z)
         if self.norm is not None:
             y = self.norm(y)
         return self.out_proj(y), {"h": h, "conv": conv}
@@ -119,45 +119,3 @@ class Mamba(Mechanism):
                     "recurrence": "inputs in the autocast dtype, fp32 decays, state and accumulation"}
         precision = "fp32, TF32 matmuls on CUDA" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
         return {"backend": "torch", "recurrence": f"{precision} (autocast off): decays, state and scan"}
-
-
-def ssd_chunked(u: torch.Tensor, log_decay: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h: torch.Tensor,
-                chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """h_t = exp(log_decay_t) h_{t-1} + u_t b_t^T, y_t = h_t c_t, in chunks, without a loop over them.
-
-    u [B, T, G, P] (inputs times dt), log_decay [B, T, G] (dt A, negative), b and c [B, T, N],
-    h [B, G, P, N] the state before the first position. Returns y [B, T, G, P] and the last h.
-    The state-space-dual form of Dao & Gu 2024 (their listing 1, with the carried state): within a
-    chunk an L x L matrix of decays times (c_t . b_s); each chunk's own writes to the state; the
-    states at the chunk starts from a (chunks + 1) x (chunks + 1) matrix of decays between chunk
-    ends applied to [h, writes]; their read-out. Padded positions (T not a multiple of the chunk)
-    decay by nothing and write nothing.
-    """
-    Bsz, T = u.shape[:2]
-    L = min(chunk, T)
-    pad = -T % L
-    if pad:
-        u, log_decay, b, c = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (u, log_decay, b, c))
-    u = u.unflatten(1, (-1, L)).permute(0, 3, 1, 2, 4)  # B, G, K, L, P (K chunks)
-    b, c = b.unflatten(1, (-1, L)).unsqueeze(1), c.unflatten(1, (-1, L)).unsqueeze(1)  # B, 1, K, L, N
-    cumulative = log_decay.unflatten(1, (-1, L)).permute(0, 3, 1, 2).cumsum(-1)  # B, G, K, L
-    within = (torch.exp(_gaps(cumulative)) * (c @ b.transpose(-1, -2))) @ u  # B, G, K, L, P
-    to_end = torch.exp(cumulative[..., -1:] - cumulative).unsqueeze(-1)  # B, G, K, L, 1
-    writes = (u * to_end).transpose(-1, -2) @ b  # B, G, K, P, N
-    # states at the K chunk starts and after the last chunk, from h and the chunks' writes
-    ends = F.pad(cumulative[..., -1], (1, 0)).cumsum(-1)  # B, G, K+1
-    states = torch.exp(_gaps(ends)) @ torch.cat((h.unsqueeze(2), writes), dim=2).flatten(-2)  # B, G, K+1, P*N
-    states = states.unflatten(-1, h.shape[-2:])  # B, G, K+1, P, N
-    carried = (c @ states[:, :, :-1].transpose(-1, -2)) * torch.exp(cumulative).unsqueeze(-1)  # B, G, K, L, P
-    return (within + carried).permute(0, 2, 3, 1, 4).flatten(1, 2)[:, :T], states[:, :, -1]
-
-
-def _gaps(cumulative: torch.Tensor) -> torch.Tensor:
-    """cumulative[..., t] - cumulative[..., s] for s <= t, -inf above the diagonal: [..., L] -> [..., L, L]."""
-    return (cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2)).masked_fill(_above_diagonal(cumulative.shape[-1], cumulative.device), -torch.inf)
-
-
-@functools.cache
-def _above_diagonal(size: int, device: torch.device) -> torch.Tensor:
-    """The boolean mask of the entries above the diagonal of a size x size matrix, built once per (size, device)."""
-    return torch.ones(size, size, dtype=torch.bool, device=device).triu(1)

@@ -12,8 +12,11 @@ import torch
 from torch.nn import functional as F
 
 import reference_chunked as reference
-from baselines.linear_attention import LinearAttention, additive_chunked, delta_chunked
-from baselines.mamba import Mamba, ssd_chunked
+from delta_rule_heads import delta_rule_by_heads
+from harness.layers.delta_rule import delta_rule
+from baselines.linear_attention import LinearAttention, additive_chunked
+from baselines.mamba import Mamba
+from harness.layers.ssd import ssd
 
 SPLITS = [(37,), (13, 1, 23), (16, 16, 5)]
 CHUNKS = [1, 4, 7, 16, 64]
@@ -66,12 +69,18 @@ def heads_inputs(seed, T=37, B=2, H=3, E=5):
 def test_delta_rule_equals_the_looped_form(chunk, split):
     q, k, v, beta, S = heads_inputs(0)
 
-    def run(core):
-        def step(q, k, v, beta, state):  # the delta rule's keys are unit vectors
-            return core(F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, beta, state["S"], chunk)
+    E = q.shape[-1]
+
+    def ours(q, k, v, beta, state):  # scales q and k itself: to unit length, q then by E**-0.5
+        return delta_rule_by_heads(q, k, v, beta, state["S"], chunk, q_weight=E)
+
+    def looped(q, k, v, beta, state):
+        return reference.delta_chunked(F.normalize(q, dim=-1) * E**-0.5, F.normalize(k, dim=-1), v, beta, state["S"], chunk)
+
+    def run(step):
         return lambda: segments(step, split, (q, k, v, beta), 2, {"S": S})
 
-    assert_same_run(run(delta_chunked), run(reference.delta_chunked), [q, k, v, beta, S])
+    assert_same_run(run(ours), run(looped), [q, k, v, beta, S])
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
@@ -93,15 +102,24 @@ def test_additive_rule_equals_the_looped_form(chunk, split):
 def test_ssd_equals_the_looped_form(chunk, split):
     generator = torch.Generator().manual_seed(2)
     B, T, G, P, N = 2, 37, 3, 4, 5
-    u = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator).requires_grad_()
-    log_decay = (-2 * torch.rand(B, T, G, dtype=torch.float64, generator=generator)).requires_grad_()
+    x = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator).requires_grad_()
+    dt = torch.rand(B, T, G, dtype=torch.float64, generator=generator).requires_grad_()
+    A = (-2 * torch.rand(G, dtype=torch.float64, generator=generator)).requires_grad_()
     b, c = (torch.randn(B, T, N, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(2))
+    D = torch.randn(G, dtype=torch.float64, generator=generator).requires_grad_()
     h = torch.randn(B, G, P, N, dtype=torch.float64, generator=generator).requires_grad_()
 
-    def run(core):
-        return lambda: segments(lambda u, a, b, c, h: core(u, a, b, c, h, chunk), split, (u, log_decay, b, c), 1, h)
+    def ours(x, dt, b, c, h):
+        return ssd(x, dt, A, b, c, D, h, chunk)
 
-    assert_same_run(run(ssd_chunked), run(reference.ssd_chunked), [u, log_decay, b, c, h])
+    def looped(x, dt, b, c, h):  # the looped scan takes x dt and the log decays dt A, and has no D
+        y, h = reference.ssd_chunked(x * dt.unsqueeze(-1), dt * A, b, c, h, chunk)
+        return y + x * D.view(-1, 1), h
+
+    def run(core):
+        return lambda: segments(core, split, (x, dt, b, c), 1, h)
+
+    assert_same_run(run(ours), run(looped), [x, dt, A, b, c, D, h])
 
 
 def perturbed(layer):
@@ -137,3 +155,19 @@ def test_mamba_layer_equals_the_looped_form(options):
                                 layer.init_state(2, x.device, x.dtype))
 
     assert_same_run(run(Mamba.forward), run(reference.mamba_forward), [x, *layer.parameters()])
+
+
+def test_hand_written_backwards_pass_gradcheck():
+    """The delta rule's and the SSD's backward passes against finite differences (T = 7: a padded last chunk)."""
+    generator = torch.Generator().manual_seed(3)
+
+    def leaf(*shape, low=None):
+        t = torch.rand(*shape, dtype=torch.float64, generator=generator) if low is not None else \
+            torch.randn(*shape, dtype=torch.float64, generator=generator)
+        return (t + low if low is not None else t).requires_grad_()
+
+    assert torch.autograd.gradcheck(lambda qkv, beta, S: delta_rule(qkv, beta, S, 3, 4.0),
+                                    (leaf(1, 7, 3, 2, 4), leaf(1, 7, 2, low=0.0), leaf(1, 2, 4, 4)))
+    assert torch.autograd.gradcheck(lambda x, dt, A, b, c, D, h: ssd(x, dt, A, b, c, D, h, 3),
+                                    (leaf(1, 7, 2, 3), leaf(1, 7, 2, low=0.1), -leaf(2, low=0.5).detach().requires_grad_(),
+                                     leaf(1, 7, 4), leaf(1, 7, 4), leaf(2), leaf(1, 2, 3, 4)))

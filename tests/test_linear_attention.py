@@ -7,7 +7,8 @@ import torch
 from torch.nn import functional as F
 
 import harness
-from baselines.linear_attention import LinearAttention, additive_chunked, delta_chunked
+from baselines.linear_attention import LinearAttention, additive_chunked
+from delta_rule_heads import delta_rule_by_heads
 
 B, H, T, E = 2, 3, 23, 5
 
@@ -29,7 +30,7 @@ def test_delta_rule_chunks_equal_the_recurrence(chunk):
         retrieved = (S.transpose(-1, -2) @ kt.unsqueeze(-1)).squeeze(-1)
         S = S + (bt * kt).unsqueeze(-1) * (vt - retrieved).unsqueeze(-2)  # S + beta k (v - S^T k)^T
         outputs.append((S.transpose(-1, -2) @ q[:, :, t].unsqueeze(-1)).squeeze(-1))
-    y, state = delta_chunked(q, k, v, beta, S0, chunk)
+    y, state = delta_rule_by_heads(q, k, v, beta, S0, chunk)
     torch.testing.assert_close(y, torch.stack(outputs, dim=2), rtol=0, atol=1e-12)
     torch.testing.assert_close(state["S"], S, rtol=0, atol=1e-12)
 
@@ -95,7 +96,7 @@ def test_delta_rule_overwrites_a_repeated_key():
     """Writing (k, v1) then (k, v2) at rate 1 leaves the memory returning v2 for k, not v1 + v2."""
     k = F.normalize(torch.randn(1, 1, 1, E, dtype=torch.float64), dim=-1).expand(1, 1, 2, E)
     v = torch.randn(1, 1, 2, E, dtype=torch.float64)
-    _, state = delta_chunked(k, k, v, torch.ones(1, 1, 2, dtype=torch.float64), torch.zeros(1, 1, E, E, dtype=torch.float64), 2)
+    _, state = delta_rule_by_heads(k, k, v, torch.ones(1, 1, 2, dtype=torch.float64), torch.zeros(1, 1, E, E, dtype=torch.float64), 2)
     torch.testing.assert_close((state["S"].transpose(-1, -2) @ k[0, 0, 0].unsqueeze(-1)).squeeze(-1)[0, 0], v[0, 0, 1])
 
 

@@ -7,22 +7,24 @@ import torch
 from torch.nn import functional as F
 
 import harness
-from baselines.mamba import Mamba, ssd_chunked
+from baselines.mamba import Mamba
+from harness.layers.ssd import ssd
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 64])
 def test_chunked_scan_equals_the_recurrence(chunk):
     generator = torch.Generator().manual_seed(0)
     B, T, G, P, N = 2, 23, 3, 4, 5
-    u = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator)
-    log_decay = -2 * torch.rand(B, T, G, dtype=torch.float64, generator=generator)
+    x = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator)
+    dt = torch.rand(B, T, G, dtype=torch.float64, generator=generator)
+    A, D = -2 * torch.rand(G, dtype=torch.float64, generator=generator), torch.randn(G, dtype=torch.float64, generator=generator)
     b, c = torch.randn(2, B, T, N, dtype=torch.float64, generator=generator)
     h0 = torch.randn(B, G, P, N, dtype=torch.float64, generator=generator)
     h, outputs = h0.clone(), []
-    for t in range(T):
-        h = torch.exp(log_decay[:, t]).view(B, G, 1, 1) * h + u[:, t].unsqueeze(-1) * b[:, t].view(B, 1, 1, N)
-        outputs.append(torch.einsum("bgpn,bn->bgp", h, c[:, t]))
-    y, last = ssd_chunked(u, log_decay, b, c, h0, chunk)
+    for t in range(T):  # h_t = exp(dt_t A) h_{t-1} + dt_t x_t b_t^T, y_t = h_t c_t + D x_t
+        h = torch.exp(dt[:, t] * A).view(B, G, 1, 1) * h + (dt[:, t, :, None] * x[:, t]).unsqueeze(-1) * b[:, t].view(B, 1, 1, N)
+        outputs.append(torch.einsum("bgpn,bn->bgp", h, c[:, t]) + D[:, None] * x[:, t])
+    y, last = ssd(x, dt, A, b, c, D, h0, chunk)
     torch.testing.assert_close(y, torch.stack(outputs, dim=1), rtol=0, atol=1e-12)
     torch.testing.assert_close(last, h, rtol=0, atol=1e-12)
 

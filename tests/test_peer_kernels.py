@@ -24,6 +24,7 @@ import baselines.mamba as mamba_module
 import harness
 from baselines.linear_attention import LinearAttention
 from baselines.mamba import Mamba
+from delta_rule_heads import delta_rule_by_heads
 from harness.layers import peer_kernels
 
 
@@ -68,7 +69,7 @@ def test_the_torch_delta_rule_equals_fla_naive_recurrence():
             for _ in range(2))
     v, S = torch.randn(B, H, T, E, dtype=torch.float64, generator=generator), torch.randn(B, H, E, E, dtype=torch.float64)
     beta = torch.rand(B, H, T, dtype=torch.float64, generator=generator)
-    y, state = linear_attention_module.delta_chunked(q * E**-0.5, k, v, beta, S, chunk=8)
+    y, state = delta_rule_by_heads(q, k, v, beta, S, chunk=8, q_weight=E)
     expected_y, expected_S = fla_delta_rule_recurrence(q, k, v, beta, S, scale=E**-0.5)
     torch.testing.assert_close(y, expected_y, rtol=0, atol=1e-12)
     torch.testing.assert_close(state["S"], expected_S, rtol=0, atol=1e-12)

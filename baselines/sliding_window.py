@@ -19,9 +19,11 @@ the rotary positions:
 
 The window keys are at the same relative distances either way, and with S = 0 the two agree.
 
-The state is a fixed-size cache of the last W - 1 rotated keys and values and of the S sinks
-(zeros before they are filled) plus the number of tokens read, so ``state_bytes`` is the same at
-any context length: 2 (k and v) x B x H x (W - 1 + S) x E x bytes per element, per layer. The
+The state is a cache of the last min(W - 1, tokens read) rotated keys and values and of the S sinks
+(zeros before they are filled) plus the number of tokens read: it grows to W - 1 positions and then
+stays, so ``state_bytes`` is the same at any context length of at least W - 1 tokens, and a window
+longer than the context costs only what the context holds: 2 (k and v) x B x H x (W - 1 + S) x E x
+bytes per element, per layer, once full. The
 cache is shifted functionally, one O(W) copy per segment, rather than written in place as a ring
 buffer: states stay immutable (callers may keep them, gradients flow through them), and the
 copy costs the same order as the attention it serves.
@@ -90,7 +92,9 @@ class SlidingWindow(Mechanism):
         return None if self.config.sinks else self.window - 1
 
     def init_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> State:
-        cache = torch.zeros(batch_size, self.n_heads, self.window - 1, self.head_dim, device=device, dtype=dtype)
+        # the cache grows to W - 1 positions as they are read: a window longer than the context
+        # costs what the context holds, no more
+        cache = torch.zeros(batch_size, self.n_heads, 0, self.head_dim, device=device, dtype=dtype)
         sinks = torch.zeros(batch_size, self.n_heads, self.config.sinks, self.head_dim, device=device, dtype=dtype)
         return {"k": cache, "v": cache, "sink_k": sinks, "sink_v": sinks, "pos": 0}
 
@@ -104,11 +108,16 @@ class SlidingWindow(Mechanism):
             sink_q = self.rotary.at(q, torch.arange(pos, pos + T, device=x.device).clamp(max=S + W - 1))
         q, k = self.rotary(q, pos), self.rotary(k, pos)  # sink j's cache position is j, its original one
         sink_k, sink_v = fill_sinks(state["sink_k"], k, pos), fill_sinks(state["sink_v"], v, pos)
-        k = torch.cat((state["k"], k), dim=2)  # B, H, W-1+T, E
+        k = torch.cat((state["k"], k), dim=2)  # B, H, C+T, E: the C = min(W - 1, pos) cached positions first
         v = torch.cat((state["v"], v), dim=2)
-        y = banded_attention(q, k, v, W, valid_from=max(W - 1 - pos, 0), sinks=(sink_k, sink_v, pos, sink_q))
+        # a window reaching past everything read so far sees what a window of pos + T sees
+        reach = min(W, pos + T)
+        unfilled = reach - 1 - state["k"].shape[2]  # slots before the first position, masked out
+        y = banded_attention(q, F.pad(k, (0, 0, unfilled, 0)), F.pad(v, (0, 0, unfilled, 0)), reach,
+                             valid_from=unfilled, sinks=(sink_k, sink_v, pos, sink_q))
         y = y.transpose(1, 2).reshape(B, T, D)
-        new_state = {"k": k[:, :, k.shape[2] - (W - 1) :], "v": v[:, :, v.shape[2] - (W - 1) :],
+        kept = min(W - 1, pos + T)
+        new_state = {"k": k[:, :, k.shape[2] - kept :], "v": v[:, :, v.shape[2] - kept :],
                      "sink_k": sink_k, "sink_v": sink_v, "pos": pos + T}
         return self.out(y), new_state
 

@@ -24,6 +24,7 @@ from harness.build import build_model, build_task
 from harness.checkpoint import Checkpoints
 from harness.checks import (ConfigError, check_grid, check_max_memory, check_memory, check_name, check_ranges,
                             prepare_directories)
+from harness.compile import compile_blocks
 from harness.config import RunConfig, semantic_config
 from harness.cpu_allocator import DESCRIPTION as ALLOCATOR
 from harness.cpu_allocator import retain_freed_memory
@@ -113,8 +114,7 @@ def prepare(cfg: DictConfig) -> Plan:
         torch.manual_seed(config.seed)
         model = build_model(**model_options).to(device)
         if config.compile:
-            for block in model.blocks:
-                block.compile(dynamic=True)
+            compile_blocks(model)
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(str(error)) from None
     semantic = semantic_config(container)

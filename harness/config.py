@@ -210,7 +210,7 @@ class RunConfig:
     device: str = "auto"
     #: "fp32", or "bf16" (autocast: matrix multiplies in bfloat16, weights and state in fp32)
     precision: str = "fp32"
-    #: compile each block with torch.compile (dynamic shapes); pays off on a GPU
+    #: compile each block with torch.compile (harness/engine/compile.py: static shapes)
     compile: bool = False
     results_dir: str = "results"
     #: where generated examples are cached for the runs of a sweep to share; null: no cache

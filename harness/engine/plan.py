@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.build import build_model, build_task
 from harness.config import RunConfig, semantic_config
+from harness.engine.compile import compile_blocks
 from harness.engine.checks import (ConfigError, check_directory_names, check_grid, check_max_memory, check_memory,
                                    check_name, check_ranges, check_tuning_grid)
 from harness.engine.early_stopping import stopping_cells
@@ -65,8 +66,7 @@ class PlannedRun:
         torch.manual_seed(self.config.seed)
         model = build_model(**self.model_options).to(self.device)
         if self.config.compile:
-            for block in model.blocks:
-                block.compile(dynamic=True)
+            compile_blocks(model)
         return model
 
 

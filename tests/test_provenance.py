@@ -21,7 +21,8 @@ def test_numerics_are_recorded_and_a_skip_names_a_different_thread_count(tmp_pat
     record = run(config)
     stored = json.loads((tmp_path / "results" / "quick" / record["run_id"] / RESULT_FILE).read_text())
     assert stored["provenance"]["numerics"] == {"threads": torch.get_num_threads(), "deterministic_algorithms": False,
-                                                "device": "cpu", "precision": "fp32"}
+                                                "device": "cpu", "precision": "fp32",
+                                                "mechanism": {"backend": "torch"}}  # who computed the mechanism
     capsys.readouterr()
     assert run(config)["skipped"]
     assert capsys.readouterr().out.strip().endswith("already done (ok); skipped, force=true reruns it")
@@ -48,3 +49,11 @@ def test_a_run_on_a_text_haystack_names_its_corpus_in_the_record_and_the_report(
     assert data["corpus_sha256"] == hashlib.sha256(SAMPLE_CORPUS.read_bytes()).hexdigest()
     text = leaderboard_markdown(build_leaderboard(tmp_path / "results", "quick"), "quick", "now")
     assert f"Background text of 1 run(s): {SAMPLE_NAME}, {data['corpus_words']} words" in text
+
+
+def test_the_back_end_of_a_mechanism_with_peer_kernels_is_recorded(tmp_path):
+    record = run(compose_config(tiny_overrides(tmp_path, mechanism="linear_attention")
+                                + ["eval.grid.context_len=[48]", "task.grid.depth=[0.5]"]))
+    assert record["status"] == "ok", record["error"]
+    assert record["provenance"]["numerics"]["mechanism"]["backend"] == "torch"  # no CUDA here: the PyTorch path
+    assert record["provenance"]["numerics"]["mechanism"]["recurrence"].startswith("fp32")

@@ -105,6 +105,7 @@ def execute(planned: PlannedRun, tuning: dict[str, Any] | None = None, reused: P
         cells, outcomes = evaluate(model, planned.task, config.eval, config.model.segment_len, planned.device,
                                    progress, precision, ExampleCache(config.cache_dir))
         record["measurement"]["load"] = {**load_before, "loadavg_1min_after": machine_load()["loadavg_1min_before"]}
+        record["provenance"]["numerics"] = {**settings, "mechanism": model.blocks[0].mixer.numerics()}  # its back-end
         record.update(status="ok", error=None, training=training, cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)
     except Diverged as error:

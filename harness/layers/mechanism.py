@@ -79,6 +79,11 @@ class Mechanism(nn.Module):
         """The mechanism's own training loss accumulated since the last call (None: it has none)."""
         return None
 
+    def numerics(self) -> dict[str, str]:
+        """Who computed the last forward and how (recorded in each run's ``provenance.numerics.mechanism``):
+        PyTorch by default; a mechanism with peer kernels names the back-end that ran."""
+        return {"backend": "torch"}
+
 
 def state_bytes(state: Any) -> int:
     """Bytes held by the tensors of a (nested) state, from their real sizes and dtypes."""

@@ -3,9 +3,9 @@
 A task generates an ``Example`` in its own tokens (harness/taskkit/task.py); ``render(task, example)``
 writes the same example as text: the context, the question and the answer prefix, wrapped in the
 template of the benchmark the task follows, and ``score(task, example, text)`` scores the text a
-model generated with the task's own scorer. Lengths: the grid knob ``context_len`` stays the
-task's own length; the prompt's length in the model's tokens is counted when it is encoded
-(``PretrainedLM.encode``) and recorded with every example.
+model generated with the task's own scorer. Lengths: ``render`` writes an example of any length in
+the task's own tokens; harness/pretrained/sizing.py chooses that length so that the encoded prompt
+(``PretrainedLM.encode``) fills a cell's ``context_len`` in the model's tokens.
 
 - ``niah``: RULER's NIAH template ("Some special magic numbers are hidden within the following
   text. ..." and the answer prefix " The special magic numbers for {keys} mentioned in the provided
@@ -200,11 +200,16 @@ RENDERERS: dict[str, Callable[[Task, Example], TaskPrompt]] = {
 }
 
 
-def render(task: Task, example: Example) -> TaskPrompt:
-    """``example`` of ``task`` as a prompt (see the module docstring); ValueError for a task without a text form."""
+def check_text_form(task: Task) -> None:
+    """ValueError for a task without a text form."""
     if task.name not in RENDERERS:
         raise ValueError(f"task {task.name!r} has no text form for a pretrained model; tasks with one: "
                          f"{', '.join(sorted(RENDERERS))}")
+
+
+def render(task: Task, example: Example) -> TaskPrompt:
+    """``example`` of ``task`` as a prompt (see the module docstring); ValueError for a task without a text form."""
+    check_text_form(task)
     return RENDERERS[task.name](task, example)
 
 

@@ -143,3 +143,10 @@ def test_pretrained_rows_form_their_own_section_beside_trained_ones(model_dir, t
     assert list(board.ranking("niah").index) == ["sliding_window"]
     assert list(board.ranking("niah (pretrained models)").index) == ["pretrained/full"]
     assert board.tests("niah").empty  # never paired across the families
+    from harness.report.display import cost_notes, pretrained_notes
+
+    pretrained, trained = (" ".join(cost_notes(board, task)) for task in ("niah (pretrained models)", "niah"))
+    assert "Final loss" in trained and "Final loss" not in pretrained
+    assert "Nothing here is trained" in pretrained and "the KV cache's bytes" in pretrained
+    assert "context_len counts the model's tokens" in pretrained_notes(board, "niah (pretrained models)")[0]
+    assert pretrained_notes(board, "niah") == []

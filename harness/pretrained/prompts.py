@@ -17,6 +17,8 @@ the task's own tokens; harness/pretrained/sizing.py chooses that length so that 
 - ``babi_qa``: BABILong's prompt (booydar/babilong ``prompts.py``: instruction, in-context examples,
   post-prompt, ``<context>`` ... ``</context>``, "Question:"), then " Answer:" for models without a
   chat template to follow; BABILong's ``compare_answers``.
+- ``babilong_data``: BABILong's released rows (tasks/babilong_data.py) in the same prompt, the released
+  ``input`` as the context; ``compare_answers``.
 - ``qa``: RULER's QA template (the documents numbered "Document i:"), answer prefix " Answer:";
   SQuAD's F1 and exact match and RULER's ``string_match_part`` (the task's ``score_text``).
 - ``summarization``: memarena's own instruction (no benchmark template for this data), ROUGE.
@@ -187,6 +189,15 @@ def _qa(task, example: Example) -> TaskPrompt:
                       "ruler/qa", 32)
 
 
+def _babilong_data(task, example: Example) -> TaskPrompt:
+    [context], question = _documents_and_question(task, example)
+    instruction, examples, post_prompt = BABILONG[task.qa]
+    head = BABILONG_TEMPLATE.format(instruction=instruction, examples=examples, post_prompt=post_prompt,
+                                    context=context.strip())
+    return TaskPrompt(head, f"Question: {question.strip()}", "\nAnswer:", list(example.references),
+                      "babilong/default", 20)
+
+
 def _summarization(task, example: Example) -> TaskPrompt:
     documents, _ = _documents_and_question(task, example)
     head, ask, prefix = SUMMARY
@@ -196,7 +207,7 @@ def _summarization(task, example: Example) -> TaskPrompt:
 
 RENDERERS: dict[str, Callable[[Task, Example], TaskPrompt]] = {
     "niah": _niah, "variable_tracking": _variable_tracking, "babi_qa": _babi_qa, "qa": _qa,
-    "summarization": _summarization,
+    "summarization": _summarization, "babilong_data": _babilong_data,
 }
 
 
@@ -223,6 +234,8 @@ def score(task: Task, example: Example, prompt: TaskPrompt, text: str) -> dict[s
 
         question = prompt.question.removeprefix("Question: ")
         return {"accuracy": float(compare_answers(prompt.references[0], text, question, LABELS[example.knobs["qa"]]))}
+    if task.name == "babilong_data":
+        return task.score_question(text, prompt.references, example.info["question"])
     found = re.findall(r"\d+", text) if task.name == "niah" else re.findall(r"[^\W_]+", text.lower())
     references = [reference.lower() for reference in prompt.references]
     return {"string_match_all": string_match_all(text, prompt.references),

@@ -211,6 +211,24 @@ class BabiQa(Task):
         return [self._layout(np.random.default_rng([seed, EVAL_SPLITS[split], qa, context_len, i]), fitting[j],
                              context_len, qa) for i, j in enumerate(order)]
 
+    def sized_example(self, seed: int, knobs: dict[str, Any], index: int, context_len: int,
+                      split: str = "test") -> Example | None:
+        """The example's story drawn once for the cell (generated: as for ``knobs["context_len"]``; of the files:
+        the ``index``-th test story of an order drawn from ``seed``, IndexError past the last), its background
+        laid out at ``context_len`` tokens; None if the story alone does not fit them."""
+        if self.stories is None:
+            rng = self._test_generator(seed, knobs, index, split)
+            story = self._story(rng, knobs["qa"], knobs["context_len"])
+            return self._layout(rng, story, context_len, knobs["qa"]) if self.story_tokens(story) <= context_len else None
+        if split != "test":
+            raise ValueError("babi_qa: bAbI's public files have a train and a test split, no validation split to tune on")
+        qa, stories = knobs["qa"], self.stories[self.config.test_split][knobs["qa"]]
+        story = stories[int(np.random.default_rng([seed, EVAL_SPLITS[split], qa]).permutation(len(stories))[index])]
+        if self.story_tokens(story) > context_len:
+            return None
+        rng = np.random.default_rng([seed, EVAL_SPLITS[split], qa, knobs["context_len"], index])
+        return self._layout(rng, story, context_len, qa)
+
     def check_data(self, cells, count, test_seed, training_lengths, batch_size, training_seed, split="test") -> None:
         """Stories of the files: every cell gets ``count`` test stories and training stories fit."""
         if self.stories is None:

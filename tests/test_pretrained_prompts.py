@@ -60,7 +60,7 @@ def test_pretrained_prompt_scores_the_answer_and_not_another(rendered):
 def test_pretrained_prompt_refuses_tasks_without_a_text_form():
     task = harness.build_task("passkey")
     with pytest.raises(ValueError, match="task 'passkey' has no text form for a pretrained model; tasks with one: "
-                                         "babi_qa, niah, qa, summarization, variable_tracking"):
+                                         "babi_qa, babilong_data, niah, qa, summarization, variable_tracking"):
         render(task, task.test_examples(0, {"context_len": 64, "depth": 0.5}, 1)[0])
 
 

@@ -10,7 +10,10 @@ forward passes, summed from its tensors; the most over the cell's examples), ``p
 (harness/engine/measure.py's method over the first example's generation, weights not counted),
 ``prefill_tokens_per_s`` (median over examples; min and max too), decode latency per token (p50,
 p95 over all decoded tokens) and ``tokens_per_s`` (prompt and generated tokens over all time), plus
-the prompts' lengths in the model's tokens. Timings on a shared CPU are noisy: compare them within
+the lengths: a cell's ``context_len`` counts the model's tokens, every prompt (template, question and
+answer prefix included) is at most that long and as long as the task's granularity allows
+(harness/pretrained/sizing.py); each cell records its prompts' mean, least and most model tokens
+and their mean length in the task's own tokens (``task_len_mean``), each outcome its own. Timings on a shared CPU are noisy: compare them within
 one machine and run.
 """
 
@@ -27,7 +30,8 @@ from harness.engine.measure import MEMORY_METHOD, is_out_of_memory, peak_memory
 from harness.engine.provenance import provenance
 from harness.pretrained.model import PretrainedLM
 from harness.pretrained.policies import build_policy
-from harness.pretrained.prompts import render, score
+from harness.pretrained.prompts import score
+from harness.pretrained.sizing import sized_prompts
 from harness.store.schema import SCHEMA_VERSION
 from harness.report.stats import mean_interval
 from harness.store.records import run_id
@@ -61,7 +65,7 @@ def semantic(config: PretrainedRunConfig) -> dict[str, Any]:
                       "segment_len": config.segment_len, "max_new_tokens": config.max_new_tokens},
             "policy": {"name": config.policy, **config.policy_options},
             "task": {"name": config.task, **config.task_options},
-            "eval": {"grid": {"context_len": list(config.context_lens), **config.grid},
+            "eval": {"grid": {"context_len": list(config.context_lens), **config.grid}, "lengths": "model tokens",
                      "examples_per_cell": config.examples_per_cell, "seed": config.seed}}
 
 
@@ -104,30 +108,29 @@ def run_pretrained(config: PretrainedRunConfig,
 
 def _cell(lm: PretrainedLM, task, knobs: dict[str, Any], config: PretrainedRunConfig):
     """Rows per metric of one cell and its outcome rows per (example, metric)."""
-    examples = task.test_examples(config.seed, knobs, config.examples_per_cell)
+    sized = sized_prompts(task, knobs, config.examples_per_cell, config.seed, lm.encode)
     scores: dict[str, list[float]] = {metric: [] for metric in task.metrics}
-    outcomes, generations, prompt_lengths, templates = [], [], [], set()
+    outcomes, generations, templates = [], [], set()
     elapsed, first = 0.0, None
 
     def generate(prompt, budget):
         return lm.generate(prompt, build_policy(config.policy, **config.policy_options), config.segment_len, budget)
 
-    for index, example in enumerate(examples):
-        text_prompt = render(task, example)
+    for index, item in enumerate(sized):
+        example, text_prompt, prompt = item.example, item.text, item.prompt
         templates.add(text_prompt.template)
-        prompt = lm.encode(text_prompt.context, text_prompt.question, text_prompt.answer_prefix)
         budget = config.max_new_tokens or text_prompt.max_new_tokens
         first = first or (prompt, budget)
         start = time.perf_counter()
         generation = generate(prompt, budget)
         elapsed += time.perf_counter() - start
         generations.append(generation)
-        prompt_lengths.append(len(prompt))
         for metric, value in score(task, example, text_prompt, generation.text).items():
             scores[metric].append(value)
             outcomes.append({**knobs, "example": index, **example.info, "metric": metric, "value": value,
-                             "prompt_tokens": len(prompt), "kv_bytes": generation.kv_bytes,
+                             "prompt_tokens": len(prompt), "task_len": item.task_len, "kv_bytes": generation.kv_bytes,
                              "generated": generation.text})
+    prompt_lengths = [len(s.prompt) for s in sized]
     peak = peak_memory(lambda: generate(*first), lm.device)  # profiled apart: the timings above are not
     rates = [g.prompt_tokens / g.prefill_s for g in generations if g.prefill_s > 0]
     latencies = [seconds for g in generations for seconds in g.decode_s]
@@ -139,7 +142,8 @@ def _cell(lm: PretrainedLM, task, knobs: dict[str, Any], config: PretrainedRunCo
         "prefill_tokens_per_s_min": min(rates, default=None), "prefill_tokens_per_s_max": max(rates, default=None),
         "decode_latency_p50_s": float(np.percentile(latencies, 50)) if latencies else None,
         "decode_latency_p95_s": float(np.percentile(latencies, 95)) if latencies else None,
-        "prompt_tokens_mean": float(np.mean(prompt_lengths)), "prompt_tokens_max": max(prompt_lengths),
+        "prompt_tokens_mean": float(np.mean(prompt_lengths)), "prompt_tokens_min": min(prompt_lengths),
+        "prompt_tokens_max": max(prompt_lengths), "task_len_mean": float(np.mean([s.task_len for s in sized])),
         "template": ",".join(sorted(templates)),
     }
     chance = task.chance(**knobs)

@@ -3,9 +3,9 @@
 A task generates an ``Example`` in its own tokens (harness/taskkit/task.py); ``render(task, example)``
 writes the same example as text: the context, the question and the answer prefix, wrapped in the
 template of the benchmark the task follows, and ``score(task, example, text)`` scores the text a
-model generated with the task's own scorer. Lengths: the grid knob ``context_len`` stays the
-task's own length; the prompt's length in the model's tokens is counted when it is encoded
-(``PretrainedLM.encode``) and recorded with every example.
+model generated with the task's own scorer. Lengths: ``render`` writes an example of any length in
+the task's own tokens; harness/pretrained/sizing.py chooses that length so that the encoded prompt
+(``PretrainedLM.encode``) fills a cell's ``context_len`` in the model's tokens.
 
 - ``niah``: RULER's NIAH template ("Some special magic numbers are hidden within the following
   text. ..." and the answer prefix " The special magic numbers for {keys} mentioned in the provided
@@ -17,6 +17,8 @@ task's own length; the prompt's length in the model's tokens is counted when it 
 - ``babi_qa``: BABILong's prompt (booydar/babilong ``prompts.py``: instruction, in-context examples,
   post-prompt, ``<context>`` ... ``</context>``, "Question:"), then " Answer:" for models without a
   chat template to follow; BABILong's ``compare_answers``.
+- ``babilong_data``: BABILong's released rows (tasks/babilong_data.py) in the same prompt, the released
+  ``input`` as the context; ``compare_answers``.
 - ``qa``: RULER's QA template (the documents numbered "Document i:"), answer prefix " Answer:";
   SQuAD's F1 and exact match and RULER's ``string_match_part`` (the task's ``score_text``).
 - ``summarization``: memarena's own instruction (no benchmark template for this data), ROUGE.
@@ -187,6 +189,15 @@ def _qa(task, example: Example) -> TaskPrompt:
                       "ruler/qa", 32)
 
 
+def _babilong_data(task, example: Example) -> TaskPrompt:
+    [context], question = _documents_and_question(task, example)
+    instruction, examples, post_prompt = BABILONG[task.qa]
+    head = BABILONG_TEMPLATE.format(instruction=instruction, examples=examples, post_prompt=post_prompt,
+                                    context=context.strip())
+    return TaskPrompt(head, f"Question: {question.strip()}", "\nAnswer:", list(example.references),
+                      "babilong/default", 20)
+
+
 def _summarization(task, example: Example) -> TaskPrompt:
     documents, _ = _documents_and_question(task, example)
     head, ask, prefix = SUMMARY
@@ -196,15 +207,20 @@ def _summarization(task, example: Example) -> TaskPrompt:
 
 RENDERERS: dict[str, Callable[[Task, Example], TaskPrompt]] = {
     "niah": _niah, "variable_tracking": _variable_tracking, "babi_qa": _babi_qa, "qa": _qa,
-    "summarization": _summarization,
+    "summarization": _summarization, "babilong_data": _babilong_data,
 }
+
+
+def check_text_form(task: Task) -> None:
+    """ValueError for a task without a text form."""
+    if task.name not in RENDERERS:
+        raise ValueError(f"task {task.name!r} has no text form for a pretrained model; tasks with one: "
+                         f"{', '.join(sorted(RENDERERS))}")
 
 
 def render(task: Task, example: Example) -> TaskPrompt:
     """``example`` of ``task`` as a prompt (see the module docstring); ValueError for a task without a text form."""
-    if task.name not in RENDERERS:
-        raise ValueError(f"task {task.name!r} has no text form for a pretrained model; tasks with one: "
-                         f"{', '.join(sorted(RENDERERS))}")
+    check_text_form(task)
     return RENDERERS[task.name](task, example)
 
 
@@ -218,6 +234,8 @@ def score(task: Task, example: Example, prompt: TaskPrompt, text: str) -> dict[s
 
         question = prompt.question.removeprefix("Question: ")
         return {"accuracy": float(compare_answers(prompt.references[0], text, question, LABELS[example.knobs["qa"]]))}
+    if task.name == "babilong_data":
+        return task.score_question(text, prompt.references, example.info["question"])
     found = re.findall(r"\d+", text) if task.name == "niah" else re.findall(r"[^\W_]+", text.lower())
     references = [reference.lower() for reference in prompt.references]
     return {"string_match_all": string_match_all(text, prompt.references),

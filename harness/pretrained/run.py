@@ -2,8 +2,10 @@
 
 The pretrained family's counterpart of harness/engine/run.py, for a composed config whose model is a
 ``PretrainedModelConfig``: ``plan_pretrained(cfg)`` checks everything that needs no work (names,
-ranges, the policy and its options, the task, its grid and data, that the task has a text form)
-and fixes the run's identity; ``run_pretrained_job(cfg)`` skips a run whose record is stored, loads
+ranges, the policy and its options, the task, its grid and data, that the task has a text form;
+the examples are sized to the model's tokens when it runs)
+and fixes the run's identity; ``run_pretrained_job(cfg)`` skips a run whose record is stored, refuses one whose
+weights and KV cache at the longest cell cannot fit the device (harness/pretrained/memory.py), loads
 the model, runs ``run_pretrained`` (harness/pretrained/evaluate.py) and writes the record atomically
 to ``<results_dir>/<name>/<run_id>/`` (harness/store/records.py), as trained runs are stored. A
 model that cannot be loaded is a ConfigError (nothing stored); a run that raises while evaluating is
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -29,9 +32,10 @@ from harness.config import RunConfig
 from harness.engine.checks import ConfigError, check_directory_names, check_grid, check_name, prepare_directories
 from harness.engine.plan import resolve_device
 from harness.pretrained.evaluate import PretrainedRunConfig, run_pretrained, semantic
+from harness.pretrained.memory import check_pretrained_memory
 from harness.pretrained.model import PretrainedLM
 from harness.pretrained.policies import build_policy, sized_options
-from harness.pretrained.prompts import render
+from harness.pretrained.prompts import check_text_form
 from harness.store.records import completed_status, run_id, write_run
 
 DTYPES = (None, "float32", "bfloat16", "float16")
@@ -89,8 +93,7 @@ def plan_pretrained(cfg: DictConfig) -> PlannedPretrainedRun:
         cells = task.evaluation_cells(grid)
         for knobs in cells:
             task.validate_cell(knobs)
-        task.check_data(cells, config.eval.examples_per_cell, config.eval.seed, (), 1, config.eval.seed)
-        render(task, task.test_examples(config.eval.seed, cells[0], 1)[0])  # a task without a text form fails here
+        check_text_form(task)  # the examples are sized to the model's tokens when it runs (sizing.py)
     except (ValueError, TypeError, KeyError) as error:
         raise ConfigError(str(error)) from None
     run = PretrainedRunConfig(
@@ -113,6 +116,7 @@ def run_pretrained_job(cfg: DictConfig) -> dict[str, Any]:
         print(f"[memarena] {config.name}/{planned.run_id} ({label}): already done ({stored}); skipped, "
               "force=true reruns it")
         return {"status": stored, "skipped": True, "run_id": planned.run_id}
+    check_pretrained_memory(run, torch.device(run.device), config.eval.max_memory_gb)
     prepare_directories(config)
     try:
         lm = PretrainedLM.load(run.model, run.device, run.dtype, run.chat_template)

@@ -443,18 +443,24 @@ def task_notes(board: Leaderboard, task: str) -> list[str]:
     return notes
 
 
+def _pretrained_records(board: Leaderboard, task: str) -> list[dict]:
+    return [record for record in board.task_runs(task)["record"] if record.get("family") == "pretrained"]
+
+
 def pretrained_notes(board: Leaderboard, task: str) -> list[str]:
     """What a section of pretrained language models (harness/pretrained) measures, and its prompts' lengths."""
-    records = [record for record in board.task_runs(task)["record"] if record.get("family") == "pretrained"]
+    records = _pretrained_records(board, task)
     if not records:
         return []
-    lengths = [cell["prompt_tokens_max"] for record in records for cell in record["cells"] if "prompt_tokens_max" in cell]
+    lengths = [cell[key] for record in records for cell in record["cells"]
+               for key in ("prompt_tokens_min", "prompt_tokens_max") if key in cell]
     models = sorted({record["model"] for record in records})
     return [f"Pretrained language models ({', '.join(models)}; model=hf), not trained here: each example is "
             "prompted in its benchmark's template and read in segments through a memory policy on the model's KV "
             "cache, and the answer is generated greedily. These rows are ranked and paired among themselves only, "
             "never with models trained here. state = the KV cache's bytes (the most between forward passes, summed "
-            "from its tensors). context_len counts the task's own words; the prompts were "
+            "from its tensors). context_len counts the model's tokens: each prompt, template included, is at most "
+            "that long, its haystack grown to fill it; the prompts were "
             f"{min(lengths, default=0)}..{max(lengths, default=0)} tokens of the model's tokenizer."]
 
 
@@ -474,6 +480,15 @@ def cost_notes(board: Leaderboard, task: str) -> list[str]:
     timing = ([f"Timings are rough here: {warning}. Do not rank configurations by decode or prefill speed from this "
                "report (the figures draw no Pareto frontier over latency); measure them with one run per machine."]
               if warning else [])
+    if _pretrained_records(board, task):
+        return timing + [
+            "Costs per sequence at the longest length (median over its cells): state = the KV cache's bytes, the most "
+            "between forward passes, summed from its tensors; peak memory = tensor memory allocated while reading "
+            "and answering the cell's first prompt (weights excluded); decode = time per generated token after the "
+            "first, median and 95th percentile; prefill = tokens/s reading the prompt, median (range) over the cell's "
+            "examples. Times depend on the machine and its load: compare them between rows of one report. Nothing "
+            "here is trained: parameters are the pretrained model's, and train tokens/s, final loss and training "
+            "stay blank."]
     return timing + [
         "Costs per sequence at the longest length (median over its cells and seeds): state = bytes of the "
         "mechanism's state after reading the example; peak memory = tensor memory allocated while reading it "

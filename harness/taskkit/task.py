@@ -185,9 +185,21 @@ class Task:
         """``count`` examples of one cell of an evaluation split (``EVAL_SPLITS``), reproducible from
         (config, seed, split, knobs, index)."""
         self.validate_cell(knobs)
+        return [self.generate(self._test_generator(seed, knobs, index, split), **knobs) for index in range(count)]
+
+    def sized_example(self, seed: int, knobs: dict[str, Any], index: int, context_len: int,
+                      split: str = "test") -> Example | None:
+        """Example ``index`` of the cell ``knobs`` of an evaluation split, laid out at ``context_len`` of the
+        task's own tokens instead of ``knobs["context_len"]``, with the cell's random draws whatever the
+        length; None when the task leaves it out at that length, IndexError past the end of a split of
+        data. For models that count lengths in other tokens (harness/pretrained/sizing.py chooses the length)."""
+        return self.generate(self._test_generator(seed, knobs, index, split), **{**knobs, "context_len": context_len})
+
+    @staticmethod
+    def _test_generator(seed: int, knobs: dict[str, Any], index: int, split: str) -> np.random.Generator:
+        """The generator of example ``index`` of a cell of an evaluation split."""
         cell_key = int.from_bytes(hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).digest()[:8], "little")
-        tag = EVAL_SPLITS[split]
-        return [self.generate(np.random.default_rng([seed, tag, cell_key, index]), **knobs) for index in range(count)]
+        return np.random.default_rng([seed, EVAL_SPLITS[split], cell_key, index])
 
     def training_examples(self, seed: int, step: int, count: int, context_len: int) -> list[Example]:
         """The ``count`` training examples of one step, with the other knobs drawn at random."""

@@ -288,13 +288,25 @@ class TextTask(Task):
     def test_examples(self, seed: int, knobs: dict[str, Any], count: int, split: str = "test") -> list[Example]:
         """The first ``count`` examples (that fit) of the test or validation split, in an order drawn from ``seed``."""
         self.validate_cell(knobs)
+        name, order = self._test_order(seed, split)
+        return self._examples(name, order, knobs["context_len"], knobs, count, [seed, EVAL_SPLITS[split]])
+
+    def sized_example(self, seed: int, knobs: dict[str, Any], index: int, context_len: int,
+                      split: str = "test") -> Example | None:
+        """The ``index``-th item of the test order laid out at ``context_len`` (see ``Task.sized_example``);
+        None where it does not fit that length, IndexError past the split's last item."""
+        name, order = self._test_order(seed, split)
+        item = int(order[index])
+        rng = np.random.default_rng([seed, EVAL_SPLITS[split], item, knobs["context_len"]])
+        return self._layout(name, item, {**knobs, "context_len": context_len}, rng)
+
+    def _test_order(self, seed: int, split: str) -> tuple[str, np.ndarray]:
+        """The evaluation split's name and the order of its items drawn from ``seed``."""
         if split == "validation" and self.config.validation_split is None:
             raise ValueError(f"{self.name}: no validation split to tune on: set task.validation_split to a split of "
                              "the data that is neither the training nor the test split")
-        tag = EVAL_SPLITS[split]
         name = self.config.validation_split if split == "validation" else self.config.test_split
-        order = np.random.default_rng([seed, tag]).permutation(len(self.items[name]))
-        return self._examples(name, order, knobs["context_len"], knobs, count, [seed, tag])
+        return name, np.random.default_rng([seed, EVAL_SPLITS[split]]).permutation(len(self.items[name]))
 
     def training_examples(self, seed: int, step: int, count: int, context_len: int) -> list[Example]:
         split = self.config.train_split

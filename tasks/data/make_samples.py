@@ -1,8 +1,10 @@
-"""Write the small sample datasets shipped for the dataset-backed tasks (qa, summarization).
+"""Write the small sample datasets shipped for the dataset-backed tasks (qa, summarization, babilong_data).
 
 They are made up by this script (no download, no licence question), in the formats of SQuAD
 (``context``, ``question``, ``answers: {text, answer_start}``) and of CNN/DailyMail-style
-summarization (``document``, ``summary``), so that the real loading code runs offline and in
+summarization (``document``, ``summary``) and of BABILong's released qa1 split (``input``,
+``question``, ``target``; facts only, as its "0k"; its ``train`` split stands in for the training
+rows BABILong publishes apart), so that the real loading code runs offline and in
 tests. They are a plumbing check and a demo, not a benchmark: point ``task.source`` and
 ``task.data_files`` at real data for real numbers. Regenerate with
 ``python tasks/data/make_samples.py`` (a test checks that the shipped files match).
@@ -102,8 +104,33 @@ def summarization_rows(rng: np.random.Generator, count: int) -> list[dict]:
     return [dict(zip(("document", "summary"), news(rng)), id=f"s{i}") for i in range(count)]
 
 
+BABI_PEOPLE = ["Mary", "John", "Sandra", "Daniel"]
+BABI_PLACES = ["bathroom", "bedroom", "garden", "hallway", "kitchen", "office"]
+BABI_MOVES = ["moved to", "went to", "journeyed to", "travelled to", "went back to"]
+
+
+def babilong_rows(rng: np.random.Generator, count: int) -> list[dict]:
+    """Rows in the format of BABILong's released qa1 split (input, question, target), as its "0k" length: the
+    facts of a bAbI qa1 story without background text."""
+    rows = []
+    for _ in range(count):
+        facts, place = [], {}
+        for _ in range(int(rng.integers(3, 7))):
+            person, room = pick(rng, BABI_PEOPLE), pick(rng, BABI_PLACES)
+            facts.append(f"{person} {pick(rng, BABI_MOVES)} the {room}.")
+            place[person] = room
+        person = pick(rng, sorted(place))
+        rows.append({"input": " ".join(facts), "question": f"Where is {person}?", "target": place[person]})
+    return rows
+
+
 def write(directory: Path) -> list[Path]:
     written = []
+    for split, seed, count in (("train", 3, 400), ("qa1", 4, 100)):
+        path = directory / "babilong" / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row) + "\n" for row in babilong_rows(np.random.default_rng(seed), count)))
+        written.append(path)
     for name, rows in (("qa", qa_rows), ("summarization", summarization_rows)):
         for split, seed, count in (("train", 1, 400), ("test", 2, 100)):
             path = directory / name / f"{split}.jsonl"

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from torch.nn.attention.bias import causal_lower_right
 
 import harness
-from harness import masks
+from harness.layers import masks
 from harness.layers.masks import causal_mask, earlier_blocks_mask
 
 

@@ -15,7 +15,7 @@ from conftest import REPO, compose_config
 from harness.store import records as store
 from harness.config import CONF_DIR, register_configs
 from harness.engine.plan import plan, prepare
-from harness.engine.tuning import choose_rate
+from harness.engine.tuning import Trial, choose_rate
 
 
 def reference_jobs() -> list[list[str]]:
@@ -54,7 +54,8 @@ def test_memarena_experiment_reference_would_train_nothing():
             for tuning_run in steps.tuning_runs:
                 check_stored(tuning_run)
             if len(missing) == trials_missing:  # the rate is chosen from the stored tuning runs
-                trials = [(tuning_run.run_id, store.read_result(tuning_run.run_dir)) for tuning_run in steps.tuning_runs]
+                trials = [Trial(tuning_run.config.train.lr, tuning_run.run_id, tuning_run.run_dir,
+                                store.read_result(tuning_run.run_dir), outcomes=None) for tuning_run in steps.tuning_runs]
                 check_stored(prepare(choose_rate(steps.cfg, trials)[0]))
     assert not missing, f"memarena experiment=reference would train {missing}: regenerate results/reference"
 

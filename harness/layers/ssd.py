@@ -55,16 +55,20 @@ def ssd(xbc: torch.Tensor, dt: torch.Tensor, dt_bias: torch.Tensor, A_log: torch
 
 @functools.cache
 def _triangles(L: int, K: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gradient of the cumulative sums as one product: [3L + 1, L] and [K + 1, K] matrices of +-1.
+    """The gradients of the cumulative sums as products: [3L + 1, L] and [(K + 1)^2, K] matrices of 0, +-1.
 
     Rows of the first (t, columns j): t >= j (the within-chunk decays), -(t >= j) (the decays
     from the start, exp(-cs_t)), -(t < j) (the decays to the chunk's end), then ones (the chunk
-    total). The second: i > k (chunk ends after chunk k).
+    total). The second maps the log-gradient g of the decays between chunk ends, exp(e_c - e_r) at
+    [r, c] with e the cumulative chunk totals, to the totals: total k gets sum over r, c of
+    g[r, c] ((c > k) - (r > k)).
     """
     at_or_after = torch.ones(L, L, device=device, dtype=dtype).tril()
     before = torch.ones(L, L, device=device, dtype=dtype).triu(1)
     within = torch.cat((at_or_after, -at_or_after, -before, torch.ones(1, L, device=device, dtype=dtype)))
-    return within, torch.ones(K + 1, K, device=device, dtype=dtype).tril(-1)
+    ends, chunks = torch.arange(K + 1, device=device), torch.arange(K, device=device)
+    after = (ends.view(-1, 1) > chunks).to(dtype)  # K + 1, K
+    return within, (after.unsqueeze(0) - after.unsqueeze(1)).view((K + 1) ** 2, K)
 
 
 class SSD(torch.autograd.Function):
@@ -160,7 +164,7 @@ class SSD(torch.autograd.Function):
         dwrites = torch.bmm(between[..., 1:].mT, dstates)
         dh0 = torch.bmm(between[..., :1].mT, dstates).view(Bsz, G, P, N) if ctx.needs_input_grad[6] else None
         dlog_between = torch.bmm(dstates, sources.view(Bsz * G, K + 1, P * N).mT).mul_(between)
-        dtotals = ((dlog_between.mT - dlog_between).sum(-1) @ _triangles(L, K, device, dtype)[1]).view(Bsz, G, K, 1)
+        dtotals = (dlog_between.view(Bsz * G, -1) @ _triangles(L, K, device, dtype)[1]).view(Bsz, G, K, 1)
         # the writes: xdt_to_end^T b per chunk, the heads side by side
         dwrites_chunks = torch.empty(Bsz, K, G, P, N, device=device, dtype=dtype)
         dwrites_chunks.copy_(dwrites.view(Bsz, G, K, P, N).transpose(1, 2))

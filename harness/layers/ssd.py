@@ -32,6 +32,7 @@ import torch
 from torch.nn import functional as F
 
 
+@torch.compiler.disable  # runs eagerly inside compiled models: its out= writes change layouts, which Inductor cannot replay
 def ssd(xbc: torch.Tensor, dt: torch.Tensor, dt_bias: torch.Tensor, A_log: torch.Tensor, D: torch.Tensor,
         z: torch.Tensor, h: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The gated scan over xbc [B, T, C] (before SiLU), dt [B, T, G] (before bias and softplus), z [B, T, G P].
@@ -92,24 +93,25 @@ class SSD(torch.autograd.Function):
         # step sizes per head, heads first; -inf before softplus past T: dt = 0 there, and its gradient
         pre = torch.full((Bsz, G, K * L), -torch.inf, device=device, dtype=dtype) if padded else \
             torch.empty(Bsz, G, K * L, device=device, dtype=dtype)
-        torch.add(dt_in, dt_bias, out=pre[..., :T].transpose(1, 2))
+        torch.add(dt_in.transpose(1, 2), dt_bias.view(G, 1), out=pre[..., :T])
         dt = F.softplus(pre).view(Bsz, G, K, L)
         rates = torch.exp(A_log.to(dtype))  # -A
         a = dt * rates.view(G, 1, 1)  # -log decay per step
         cs = F.pad(a.cumsum(-1), (1, 0))  # B, G, K, L + 1
-        xdt = torch.empty(Bsz, G, K, L, P, device=device, dtype=dtype)
-        torch.mul(xk.permute(0, 3, 1, 2, 4), dt.unsqueeze(-1), out=xdt)
+        xdt = torch.empty(Bsz * G * K, L, P, device=device, dtype=dtype)  # (out= into views, whose layout stays)
+        torch.mul(xk.permute(0, 3, 1, 2, 4), dt.unsqueeze(-1), out=xdt.view(Bsz, G, K, L, P))
         # decays[t, s] = exp(cs_s - cs_t) within each chunk, the start as position 0 (exp of the upper triangle
         # overflows harmlessly: zeroed); within the chunk: y = (decays * C B^T) xdt
         decays = (cs.unsqueeze(-2) - cs.unsqueeze(-1)).exp_().tril_()
         CB = torch.bmm(ck, bk.mT).view(Bsz, 1, K, L, L)
         M = decays[..., 1:, 1:] * CB
-        y_within = torch.bmm(M.view(-1, L, L), xdt.view(-1, L, P))
+        y_within = torch.bmm(M.view(-1, L, L), xdt)
         # each chunk's writes to the state (heads side by side: one product per chunk)
         to_end, from_start = decays[..., L, 1:], decays[..., 1:, 0]  # B, G, K, L
-        xdt_to_end = torch.empty(Bsz, K, L, G, P, device=device, dtype=dtype)
-        torch.mul(xdt, to_end.unsqueeze(-1), out=xdt_to_end.permute(0, 3, 1, 2, 4))
-        writes = torch.bmm(xdt_to_end.view(Bsz * K, L, I).mT, bk)  # B*K, G*P, N
+        xdt_to_end = torch.empty(Bsz * K, L, I, device=device, dtype=dtype)
+        torch.mul(xdt.view(Bsz, G, K, L, P).permute(0, 2, 3, 1, 4), to_end.permute(0, 2, 3, 1).unsqueeze(-1),
+                  out=xdt_to_end.view(Bsz, K, L, G, P))
+        writes = torch.bmm(xdt_to_end.mT, bk)  # B*K, G*P, N
         # the states at the chunk starts (and the last) from [h, writes]
         ends = F.pad(cs[..., -1], (1, 0)).cumsum_(-1)
         between = (ends.unsqueeze(-2) - ends.unsqueeze(-1)).exp_().tril_().view(Bsz * G, K + 1, K + 1)
@@ -118,10 +120,10 @@ class SSD(torch.autograd.Function):
         starts = torch.empty(Bsz, K, G, P, N, device=device, dtype=dtype)  # the heads side by side, for C h^T
         starts.copy_(states[:, :, :K].transpose(1, 2))
         read = torch.bmm(ck, starts.view(Bsz * K, I, N).mT).view(Bsz, K, L, G, P)
-        y = torch.empty(Bsz, K, L, G, P, device=device, dtype=dtype)
-        torch.addcmul(y_within.view(Bsz, G, K, L, P).permute(0, 2, 3, 1, 4), xk, D.view(G, 1), out=y)
-        y.addcmul_(read, from_start.permute(0, 2, 3, 1).unsqueeze(-1))
-        y = y.view(Bsz, K * L, I)[:, :T]
+        y = torch.empty(Bsz, K * L, I, device=device, dtype=dtype)
+        torch.addcmul(y_within.view(Bsz, G, K, L, P).permute(0, 2, 3, 1, 4), xk, D.view(G, 1), out=y.view(Bsz, K, L, G, P))
+        y.view(Bsz, K, L, G, P).addcmul_(read, from_start.permute(0, 2, 3, 1).unsqueeze(-1))
+        y = y[:, :T]
         gate = F.silu(z)
         ctx.save_for_backward(xbc_in, xbc, pre, dt, a, rates, D, z, gate, y, decays, M, xdt, xdt_to_end, between,
                               sources, starts, read)
@@ -148,13 +150,13 @@ class SSD(torch.autograd.Function):
         dY_heads, dxdt = dYx.view(2, Bsz, G, K, L, P)
         dY = dY_heads.permute(0, 2, 3, 1, 4)  # B, K, L, G, P
         # the read-out of the chunk starts: read = C h^T, times exp(-cs) (rows of decays' first column)
-        dread = torch.empty(Bsz, K, L, G, P, device=device, dtype=dtype)
-        torch.mul(dY, decays[..., 1:, 0].permute(0, 2, 3, 1).unsqueeze(-1), out=dread)
-        dcs_read = _row_dots(dread, read)  # B, K, L, G
+        dread = torch.empty(Bsz * K, L, I, device=device, dtype=dtype)
+        torch.mul(dY, decays[..., 1:, 0].permute(0, 2, 3, 1).unsqueeze(-1), out=dread.view(Bsz, K, L, G, P))
+        dcs_read = _row_dots(dread.view(Bsz, K, L, G, P), read)  # B, K, L, G
         dxbc = torch.empty(Bsz, K * L, xbc.shape[-1], device=device, dtype=dtype)
         dx, db, dc = _chunks(dxbc, K, L, G, P, N)
-        torch.bmm(dread.view(Bsz * K, L, I), starts.view(Bsz * K, I, N), out=dc)
-        dstarts = torch.bmm(dread.view(Bsz * K, L, I).mT, ck).view(Bsz, K, G, P, N).transpose(1, 2)
+        torch.bmm(dread, starts.view(Bsz * K, I, N), out=dc)
+        dstarts = torch.bmm(dread.mT, ck).view(Bsz, K, G, P, N).transpose(1, 2)
         if dh is None:
             dstates = F.pad(dstarts, (0, 0, 0, 0, 0, 1))
         else:
@@ -170,12 +172,12 @@ class SSD(torch.autograd.Function):
         dwrites_chunks.copy_(dwrites.view(Bsz, G, K, P, N).transpose(1, 2))
         dwrites_chunks = dwrites_chunks.view(Bsz * K, I, N)
         dxdt_to_end = torch.bmm(bk, dwrites_chunks.mT)  # B*K, L, G*P
-        torch.bmm(xdt_to_end.view(Bsz * K, L, I), dwrites_chunks, out=db)
+        torch.bmm(xdt_to_end, dwrites_chunks, out=db)
         to_end = decays[..., L, 1:]
         torch.mul(dxdt_to_end.view(Bsz, K, L, G, P).permute(0, 3, 1, 2, 4), to_end.unsqueeze(-1), out=dxdt)
         dcs_to_end = _row_dots(dxdt_to_end.view(Bsz, K, L, G, P), xdt_to_end)  # B, K, L, G
         # within each chunk: y = M xdt, M = decays * C B^T
-        dM = torch.bmm(dY_heads.reshape(-1, L, P), xdt.view(-1, L, P).mT)
+        dM = torch.bmm(dY_heads.reshape(-1, L, P), xdt.mT)
         dxdt.view(-1, L, P).baddbmm_(M.view(-1, L, L).mT, dY_heads.reshape(-1, L, P))
         dlog_decays = dM * M.view(-1, L, L)
         dcs_decays = (dlog_decays.mT - dlog_decays).sum(-1).view(Bsz, G, K, L)

@@ -15,8 +15,10 @@ width (Mamba2Simple's gated RMSNorm: one group, the gate applied before the norm
 weights), projected back to D. ``rmsnorm=false`` is a departure kept as an option: the gated y
 goes to the output projection unnormalised, as in Mamba-1. The recurrence is computed in chunks
 of ``chunk`` positions with the state-space-dual form (harness/layers/ssd.py: one autograd function
-with a hand-written backward): within a chunk an L x L matrix of decays exp(sum of dt A between s
-and t) times (C_t . B_s), across chunks the carried h. The state is h
+with a hand-written backward, which takes in the steps around the scan as mamba_ssm's
+``mamba_chunk_scan_combined`` does: the SiLU of x, B, C, dt's bias and softplus, A = -exp(A_log),
+D and the gate): within a chunk an L x L matrix of decays exp(sum of dt A between s and t) times
+(C_t . B_s), across chunks the carried h. The state is h
 and the last K - 1 convolution inputs: G x P x N + (K - 1) x C numbers per layer and sequence,
 whatever the context length. ``expand`` = 1 keeps the default parameter-matched to attention.
 """
@@ -28,7 +30,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from harness.layers.causal_conv import CausalConv1d
 from harness.layers.mechanism import Mechanism, MechanismConfig, State
@@ -90,24 +91,16 @@ class Mamba(Mechanism):
                 "conv": self.conv.init_state(batch_size, device, dtype)}
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        Bsz, T, D = x.shape
-        config, G, P, N = self.config, self.ssm_heads, self.config.ssm_head_dim, self.config.d_state
-        z, xbc, dt = self.in_proj(x).split([self.inner, self.channels, G], dim=-1)
-        xbc, conv = self.conv(xbc, state["conv"])
-        xbc = F.silu(xbc)  # B, T, C
-        u, b, c = xbc.split([self.inner, N, N], dim=-1)
-        dt = F.softplus(dt + self.dt_bias)  # B, T, G
-        u = u.view(Bsz, T, G, P)
-        A = -torch.exp(self.A_log)
-        self.backend_ran = resolve_backend("mamba", config.backend, u) if config.backend != "torch" else "torch"
+        config = self.config
+        z, xbc, dt = self.in_proj(x).split([self.inner, self.channels, self.ssm_heads], dim=-1)
+        xbc, conv = self.conv(xbc, state["conv"])  # SiLU follows, inside the scan
+        self.backend_ran = resolve_backend("mamba", config.backend, xbc) if config.backend != "torch" else "torch"
         if self.backend_ran == "mamba_ssm":
-            y, h = mamba_ssd(u, dt, A, b, c, state["h"], config.chunk)
-            y, h = y.to(u.dtype) + u * self.D.view(1, 1, G, 1), h.to(state["h"].dtype)
+            y, h = mamba_ssd(xbc, dt, self.dt_bias, self.A_log, self.D, z, state["h"], config.chunk)
         else:
             # decays, state and scan in the state's precision under autocast, as mamba_ssm's kernels keep them
             with torch.autocast(x.device.type, enabled=False):
-                y, h = ssd(u, dt, A, b, c, self.D, state["h"], config.chunk)
-        y = y.reshape(Bsz, T, self.inner) * F.silu(z)
+                y, h = ssd(xbc, dt, self.dt_bias, self.A_log, self.D, z, state["h"], config.chunk)
         if self.norm is not None:
             y = self.norm(y)
         return self.out_proj(y), {"h": h, "conv": conv}

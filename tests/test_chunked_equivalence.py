@@ -102,24 +102,26 @@ def test_additive_rule_equals_the_looped_form(chunk, split):
 def test_ssd_equals_the_looped_form(chunk, split):
     generator = torch.Generator().manual_seed(2)
     B, T, G, P, N = 2, 37, 3, 4, 5
-    x = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator).requires_grad_()
-    dt = torch.rand(B, T, G, dtype=torch.float64, generator=generator).requires_grad_()
-    A = (-2 * torch.rand(G, dtype=torch.float64, generator=generator)).requires_grad_()
-    b, c = (torch.randn(B, T, N, dtype=torch.float64, generator=generator).requires_grad_() for _ in range(2))
-    D = torch.randn(G, dtype=torch.float64, generator=generator).requires_grad_()
-    h = torch.randn(B, G, P, N, dtype=torch.float64, generator=generator).requires_grad_()
 
-    def ours(x, dt, b, c, h):
-        return ssd(x, dt, A, b, c, D, h, chunk)
+    def leaf(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=generator).requires_grad_()
 
-    def looped(x, dt, b, c, h):  # the looped scan takes x dt and the log decays dt A, and has no D
-        y, h = reference.ssd_chunked(x * dt.unsqueeze(-1), dt * A, b, c, h, chunk)
-        return y + x * D.view(-1, 1), h
+    xbc, dt, z, h = leaf(B, T, G * P + 2 * N), leaf(B, T, G), leaf(B, T, G * P), leaf(B, G, P, N)
+    dt_bias, A_log, D = leaf(G), leaf(G), leaf(G)
+
+    def ours(xbc, dt, z, h):
+        return ssd(xbc, dt, dt_bias, A_log, D, z, h, chunk)
+
+    def looped(xbc, dt, z, h):  # the looped scan takes x dt and the log decays dt A, and has no D and no gate
+        x, b, c = F.silu(xbc).split([G * P, N, N], dim=-1)
+        x, dt = x.reshape(*dt.shape, P), F.softplus(dt + dt_bias)
+        y, h = reference.ssd_chunked(x * dt.unsqueeze(-1), dt * -torch.exp(A_log), b, c, h, chunk)
+        return (y + x * D.view(-1, 1)).flatten(2) * F.silu(z), h
 
     def run(core):
-        return lambda: segments(core, split, (x, dt, b, c), 1, h)
+        return lambda: segments(core, split, (xbc, dt, z), 1, h)
 
-    assert_same_run(run(ours), run(looped), [x, dt, A, b, c, D, h])
+    assert_same_run(run(ours), run(looped), [xbc, dt, dt_bias, A_log, D, z, h])
 
 
 def perturbed(layer):
@@ -158,7 +160,7 @@ def test_mamba_layer_equals_the_looped_form(options):
 
 
 def test_hand_written_backwards_pass_gradcheck():
-    """The delta rule's and the SSD's backward passes against finite differences (T = 7: a padded last chunk)."""
+    """The delta rule's and the SSD's backward passes against finite differences (chunks of 3; T = 7: a padded last chunk)."""
     generator = torch.Generator().manual_seed(3)
 
     def leaf(*shape, low=None):
@@ -168,6 +170,7 @@ def test_hand_written_backwards_pass_gradcheck():
 
     assert torch.autograd.gradcheck(lambda qkv, beta, S: delta_rule(qkv, beta, S, 3, 4.0),
                                     (leaf(1, 7, 3, 2, 4), leaf(1, 7, 2, low=0.0), leaf(1, 2, 4, 4)))
-    assert torch.autograd.gradcheck(lambda x, dt, A, b, c, D, h: ssd(x, dt, A, b, c, D, h, 3),
-                                    (leaf(1, 7, 2, 3), leaf(1, 7, 2, low=0.1), -leaf(2, low=0.5).detach().requires_grad_(),
-                                     leaf(1, 7, 4), leaf(1, 7, 4), leaf(2), leaf(1, 2, 3, 4)))
+    for T in (7, 6):  # the last chunk padded, and not
+        assert torch.autograd.gradcheck(lambda xbc, dt, dt_bias, A_log, D, z, h: ssd(xbc, dt, dt_bias, A_log, D, z, h, 3),
+                                        (leaf(2, T, 2 * 3 + 2 * 4), leaf(2, T, 2), leaf(2), leaf(2), leaf(2), leaf(2, T, 2 * 3),
+                                         leaf(2, 2, 3, 4)))

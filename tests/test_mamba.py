@@ -15,17 +15,21 @@ from harness.layers.ssd import ssd
 def test_chunked_scan_equals_the_recurrence(chunk):
     generator = torch.Generator().manual_seed(0)
     B, T, G, P, N = 2, 23, 3, 4, 5
-    x = torch.randn(B, T, G, P, dtype=torch.float64, generator=generator)
-    dt = torch.rand(B, T, G, dtype=torch.float64, generator=generator)
-    A, D = -2 * torch.rand(G, dtype=torch.float64, generator=generator), torch.randn(G, dtype=torch.float64, generator=generator)
-    b, c = torch.randn(2, B, T, N, dtype=torch.float64, generator=generator)
-    h0 = torch.randn(B, G, P, N, dtype=torch.float64, generator=generator)
+
+    def randn(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=generator)
+
+    xbc, dt_raw, z, h0 = randn(B, T, G * P + 2 * N), randn(B, T, G), randn(B, T, G * P), randn(B, G, P, N)
+    dt_bias, A_log, D = randn(G), randn(G), randn(G)
+    x, b, c = F.silu(xbc).split([G * P, N, N], dim=-1)
+    dt, A, gate = F.softplus(dt_raw + dt_bias), -torch.exp(A_log), F.silu(z).view(B, T, G, P)
     h, outputs = h0.clone(), []
-    for t in range(T):  # h_t = exp(dt_t A) h_{t-1} + dt_t x_t b_t^T, y_t = h_t c_t + D x_t
-        h = torch.exp(dt[:, t] * A).view(B, G, 1, 1) * h + (dt[:, t, :, None] * x[:, t]).unsqueeze(-1) * b[:, t].view(B, 1, 1, N)
-        outputs.append(torch.einsum("bgpn,bn->bgp", h, c[:, t]) + D[:, None] * x[:, t])
-    y, last = ssd(x, dt, A, b, c, D, h0, chunk)
-    torch.testing.assert_close(y, torch.stack(outputs, dim=1), rtol=0, atol=1e-12)
+    for t in range(T):  # h_t = exp(dt_t A) h_{t-1} + dt_t x_t b_t^T, y_t = (h_t c_t + D x_t) SiLU(z_t)
+        x_t = x[:, t].view(B, G, P)
+        h = torch.exp(dt[:, t] * A).view(B, G, 1, 1) * h + (dt[:, t, :, None] * x_t).unsqueeze(-1) * b[:, t].view(B, 1, 1, N)
+        outputs.append((torch.einsum("bgpn,bn->bgp", h, c[:, t]) + D[:, None] * x_t) * gate[:, t])
+    y, last = ssd(xbc, dt_raw, dt_bias, A_log, D, z, h0, chunk)
+    torch.testing.assert_close(y, torch.stack(outputs, dim=1).view(B, T, G * P), rtol=0, atol=1e-12)
     torch.testing.assert_close(last, h, rtol=0, atol=1e-12)
 
 

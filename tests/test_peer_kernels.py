@@ -47,19 +47,23 @@ def fake_chunk_delta_rule(q, k, v, beta, scale=None, initial_state=None, output_
     return o.transpose(1, 2), (S if output_final_state else None)
 
 
-def fake_mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=None, z=None, initial_states=None,
-                                   return_final_states=False, **_):
+def fake_mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None,
+                                   dt_softplus=False, return_final_states=False, **_):
     """mamba_chunk_scan_combined's documented recurrence: x [b, l, h, p], dt [b, l, h], A [h], B, C [b, l, g, n].
 
-    h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T per head (head i reads group i // (h / g)), y_t = h_t C_t (+ D x_t).
+    dt = softplus(dt + dt_bias) where asked; h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T per head (head i
+    reads group i // (h / g)), y_t = (h_t C_t (+ D x_t)) (* SiLU(z_t)).
     """
     heads, groups = x.shape[2], B.shape[2]
     B, C = B.repeat_interleave(heads // groups, dim=2), C.repeat_interleave(heads // groups, dim=2)
+    dt = dt if dt_bias is None else dt + dt_bias
+    dt = torch.nn.functional.softplus(dt) if dt_softplus else dt
     h, outputs = initial_states.clone(), []
     for t in range(x.shape[1]):
         h = torch.exp(dt[:, t] * A)[..., None, None] * h + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
         outputs.append(torch.einsum("bhpn,bhn->bhp", h, C[:, t]) + (0 if D is None else D[:, None] * x[:, t]))
-    return torch.stack(outputs, dim=1), h
+    y = torch.stack(outputs, dim=1)
+    return (y if z is None else y * torch.nn.functional.silu(z)), h
 
 
 def test_the_torch_delta_rule_equals_fla_naive_recurrence():

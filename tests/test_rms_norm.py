@@ -33,3 +33,9 @@ def test_gradcheck_and_state_dict():
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
     assert list(layer.state_dict()) == list(nn.RMSNorm(4, eps=1e-5).state_dict())
+
+
+def test_the_cpu_runs_the_hand_written_backward():
+    """Off CUDA (no fused kernel there: F.rms_norm decomposes into about 20 operations) the function here runs."""
+    x = torch.randn(3, 4, requires_grad=True)
+    assert RMSNorm(4, eps=1e-5)(x).grad_fn.name() == "_RMSNormBackward"

@@ -12,8 +12,9 @@ they can call the kernels their authors' groups publish instead:
   ``o_t = S_t^T (scale q_t)``; q and k are passed already at unit length (memarena's definition,
   not the kernel's ``use_qk_l2norm_in_kernel`` with its own epsilon).
 - ``mamba_ssm``: ``mamba_ssm.ops.triton.ssd_combined.mamba_chunk_scan_combined``: x [B, T, G, P],
-  dt [B, T, G], A [G], B and C [B, T, 1, N] (one group), state [B, G, P, N] in fp32;
-  ``h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T``, ``y_t = C_t h_t``.
+  dt [B, T, G] (with ``dt_bias`` and ``dt_softplus``), A [G], B and C [B, T, 1, N] (one group), D [G],
+  the gate z [B, T, G, P], state [B, G, P, N] in fp32;
+  ``h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T``, ``y_t = (C_t h_t + D x_t) SiLU(z_t)``.
 
 A mechanism's ``backend`` option picks one: ``auto`` (the peer kernel where it is installed and
 the tensors are on CUDA in a dtype it takes, else torch), ``torch``, or the peer kernel by name (an error
@@ -26,6 +27,7 @@ import functools
 import importlib
 
 import torch
+from torch.nn import functional as F
 
 #: the peer back-end of each mechanism that has one
 PEERS = {"linear_attention": "fla", "mamba": "mamba_ssm"}
@@ -78,13 +80,18 @@ def fla_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torc
                                                output_final_state=True)
 
 
-def mamba_ssd(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, b: torch.Tensor, c: torch.Tensor, h: torch.Tensor,
-              chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """mamba_ssm's chunked SSD: x [B, T, G, P], dt [B, T, G] (after softplus), A [G] (negative), b, c [B, T, N], h [B, G, P, N].
+def mamba_ssd(xbc: torch.Tensor, dt: torch.Tensor, dt_bias: torch.Tensor, A_log: torch.Tensor, D: torch.Tensor,
+              z: torch.Tensor, h: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """mamba_ssm's chunked SSD with the arguments of :func:`harness.layers.ssd.ssd` (and its result).
 
-    dt, A and h in the state's dtype (fp32 in training). Returns y [B, T, G, P] and the last state;
-    no D term, no gate.
+    xbc [B, T, G P + 2 N] before SiLU, dt [B, T, G] before ``dt_bias`` and softplus (the kernel adds
+    and applies both), A = -exp(A_log), D [G], the gate z [B, T, G P], h [B, G, P, N]. dt_bias, A
+    and h in the state's dtype (fp32 in training). Returns y [B, T, G P] (in xbc's dtype) and the last state.
     """
-    return peer_module("mamba_ssm").mamba_chunk_scan_combined(
-        x, dt.to(h.dtype), A.to(h.dtype), b.unsqueeze(2), c.unsqueeze(2), chunk, initial_states=h,
-        return_final_states=True)
+    Bsz, T, _ = xbc.shape
+    _, G, P, N = h.shape
+    x, b, c = F.silu(xbc).split([G * P, N, N], dim=-1)
+    y, last = peer_module("mamba_ssm").mamba_chunk_scan_combined(
+        x.view(Bsz, T, G, P), dt, -torch.exp(A_log.to(h.dtype)), b.unsqueeze(2), c.unsqueeze(2), chunk, D=D,
+        z=z.view(Bsz, T, G, P), dt_bias=dt_bias.to(h.dtype), initial_states=h, dt_softplus=True, return_final_states=True)
+    return y.reshape(Bsz, T, G * P), last.to(h.dtype)

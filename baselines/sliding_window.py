@@ -113,8 +113,8 @@ class SlidingWindow(Mechanism):
         # a window reaching past everything read so far sees what a window of pos + T sees
         reach = min(W, pos + T)
         unfilled = reach - 1 - state["k"].shape[2]  # slots before the first position, masked out
-        y = banded_attention(q, F.pad(k, (0, 0, unfilled, 0)), F.pad(v, (0, 0, unfilled, 0)), reach,
-                             valid_from=unfilled, sinks=(sink_k, sink_v, pos, sink_q))
+        padded = (F.pad(k, (0, 0, unfilled, 0)), F.pad(v, (0, 0, unfilled, 0))) if unfilled else (k, v)
+        y = banded_attention(q, *padded, reach, valid_from=unfilled, sinks=(sink_k, sink_v, pos, sink_q))
         y = y.transpose(1, 2).reshape(B, T, D)
         kept = min(W - 1, pos + T)
         new_state = {"k": k[:, :, k.shape[2] - kept :], "v": v[:, :, v.shape[2] - kept :],

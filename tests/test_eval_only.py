@@ -80,3 +80,19 @@ def test_outcomes_left_by_an_interrupted_evaluation_are_replaced_not_duplicated(
     merged = pd.read_csv(io.StringIO(_merged_outcomes(tmp_path, [{"context_len": 96, "depth": 0}], new)))
     assert merged.values.tolist() == [[48, 0.0, 0, "exact_match", 1.0], [48, 1.0, 0, "exact_match", 0.0],
                                       [96, 0.0, 0, "exact_match", 1.0]]
+
+
+def test_an_early_stopped_model_is_known_by_the_cells_that_stopped_it():
+    """mode=eval finds a run by the weights it trained: with early stopping they depend on the stopping cells
+    (the grid within the training lengths) and their scoring, not on lengths beyond training."""
+    from harness.store.records import trained_model_id
+
+    def semantic(lengths, eval_every=None, scoring="generate"):
+        return {"mechanism": {"name": "sliding_window"}, "train": {"context_len": 64, "eval_every": eval_every},
+                "eval": {"grid": {"context_len": lengths}, "scoring": scoring, "batch_size": 4}, "task": {"name": "passkey"}}
+
+    assert trained_model_id(semantic([48, 64])) == trained_model_id(semantic([32, 256]))  # no early stopping
+    assert trained_model_id(semantic([48, 64], 10)) == trained_model_id(semantic([48, 64, 128, 256], 10))
+    assert trained_model_id(semantic([48, 64], 10)) != trained_model_id(semantic([32, 64], 10))
+    assert trained_model_id(semantic([48, 64], 10)) != trained_model_id(semantic([48, 64], 10, "teacher_forced"))
+    assert trained_model_id(semantic([48, 64], 10)) != trained_model_id(semantic([48, 64]))

@@ -135,8 +135,20 @@ TRAINED_MODEL_EXCLUDES = (("eval", None), ("task", "grid"))
 
 
 def trained_model_id(semantic: dict[str, Any]) -> str:
-    """A hash of what the trained weights depend on: the semantic config without the evaluation settings."""
+    """A hash of what the trained weights depend on: the semantic config without the evaluation settings.
+
+    With early stopping (``train.eval_every``) the weights also depend on the cells that stopped training,
+    the evaluation grid's cells within the training lengths (harness/engine/early_stopping.py), and their
+    scoring: those stay in, so ``mode=eval`` over longer lengths still finds the run, and a different
+    stopping grid does not."""
     kept = {key: dict(value) if isinstance(value, dict) else value for key, value in semantic.items()}
+    training = semantic.get("train") or {}
+    if training.get("eval_every") is not None:
+        evaluation = semantic.get("eval") or {}
+        grid = dict(evaluation.get("grid") or {})
+        grid["context_len"] = [length for length in grid.get("context_len", []) if length <= training["context_len"]]
+        kept["eval"] = {"stopping_grid": grid, "scoring": evaluation.get("scoring")}
+        return run_id(kept)
     for section, key in TRAINED_MODEL_EXCLUDES:
         if key is None:
             kept.pop(section, None)

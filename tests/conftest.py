@@ -72,3 +72,15 @@ def run_cli(*args: str, cwd: Path, script: str = "memarena",
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def streamed_on_cpu_and_cuda(model, tokens, segment_len: int) -> list[tuple]:
+    """(logits, gradient of the first block's qkv weight) of ``model`` streaming ``tokens``, on the CPU and on CUDA."""
+    results = []
+    for device in ("cpu", "cuda"):
+        on_device = model.to(device)
+        logits, _ = on_device.stream(tokens.to(device), on_device.init_state(tokens.shape[0]), segment_len)
+        logits.square().sum().backward()
+        results.append((logits.cpu(), on_device.blocks[0].mixer.qkv.weight.grad.cpu()))
+        on_device.zero_grad(set_to_none=True)
+    return results

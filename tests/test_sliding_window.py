@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 import harness
 from baselines.sliding_window import banded_attention, flex_banded_attention
+from conftest import streamed_on_cpu_and_cuda
 
 
 def naive_window_attention(q, k, v, window):
@@ -160,11 +161,5 @@ def test_on_cuda_the_mechanism_equals_the_cpu():
     """Through FlexAttention on CUDA (float32): outputs and gradients as on the CPU."""
     model = harness.build_model("sliding_window", vocab_size=11, d_model=64, n_layers=1, n_heads=2, window=16)
     tokens = torch.randint(0, 11, (2, 100))
-    results = []
-    for device in ("cpu", "cuda"):
-        on_device = model.to(device)
-        logits, _ = on_device.stream(tokens.to(device), on_device.init_state(2), 40)
-        logits.square().sum().backward()
-        results.append((logits.cpu(), on_device.blocks[0].mixer.qkv.weight.grad.cpu()))
-        on_device.zero_grad(set_to_none=True)
-    torch.testing.assert_close(results[1], results[0], rtol=1e-4, atol=1e-4)
+    on_cpu, on_cuda = streamed_on_cpu_and_cuda(model, tokens, 40)
+    torch.testing.assert_close(on_cuda, on_cpu, rtol=1e-4, atol=1e-4)

@@ -242,7 +242,7 @@ NON_SEMANTIC_KEYS = ("name", "results_dir", "reports_dir", "cache_dir", "force",
 NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "seed"): 0,
                   ("mechanism", "segment"): None, ("task", "preset"): None,
                   ("eval", "scoring"): "teacher_forced",
-                  ("task", "kv_pairs_per_token"): None,
+                  ("task", "kv_pairs_per_token"): None, ("task", "tokens_to_generate"): 0,
                   ("mechanism", "backend"): "auto",
                   ("train", "max_tokens"): None, ("train", "eval_every"): None, ("train", "patience"): 5,
                   ("train", "min_delta"): 0.0, ("train", "eval_examples"): 64, ("train", "eval_seed"): 1,
@@ -258,17 +258,23 @@ def is_pretrained(cfg: Any) -> bool:
     return OmegaConf.get_type(cfg, "model") is PretrainedModelConfig
 
 
+def without_neutral_values(container: dict[str, Any]) -> dict[str, Any]:
+    """The config without keys at their NEUTRAL_VALUES: a key added later reads the same whether a stored config
+    predates it (absent) or not (present at its neutral value)."""
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in container.items()}
+    for (section, key), neutral in NEUTRAL_VALUES.items():
+        if isinstance(config.get(section), dict) and config[section].get(key, neutral) == neutral:
+            config[section].pop(key, None)
+    return config
+
+
 def semantic_config(container: dict[str, Any]) -> dict[str, Any]:
     """The resolved config that a run_id hashes: without NON_SEMANTIC_KEYS, nor keys at their NEUTRAL_VALUES
     (a trained run's ``policy``, null, included: it was added with the pretrained family)."""
-    semantic = {key: dict(value) if isinstance(value, dict) else value for key, value in container.items()
-                if key not in NON_SEMANTIC_KEYS and not (key == "policy" and value is None)}
-    for (section, key), neutral in NEUTRAL_VALUES.items():
-        if section in semantic and semantic[section].get(key, neutral) == neutral:
-            semantic[section].pop(key, None)
-            if not semantic[section]:
-                del semantic[section]
-    return semantic
+    semantic = without_neutral_values({key: value for key, value in container.items()
+                                       if key not in NON_SEMANTIC_KEYS and not (key == "policy" and value is None)})
+    return {key: value for key, value in semantic.items() if not (isinstance(value, dict) and not value)
+            or key not in {section for section, _ in NEUTRAL_VALUES}}
 
 
 HELP = """memarena: train and evaluate long-context memory mechanisms, one stored record per run.

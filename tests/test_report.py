@@ -317,3 +317,14 @@ def test_a_tasks_whole_number_knob_reads_whole_beside_another_tasks_runs(tmp_pat
     shown = display.detail_table(leaderboard, "mqar")
     assert [str(shown[knob].iloc[0]) for knob in knobs] == ["2", "essay", "1.0"]
     assert [str(v) for v in display.detail_table(leaderboard, "passkey")["depth"]] == ["0.5"]
+
+
+def test_a_config_stored_before_a_key_existed_is_the_same_row_as_one_stored_at_its_neutral_value(tmp_path):
+    """Old records lack keys added later at their neutral value (mechanism.backend, train.patience, ...): the
+    run_id ignores those keys, and so does the report, or one configuration would split into two rows."""
+    results = tmp_path / "results"
+    store_run(results, "old", config("mamba", 0), {64: 30, 128: 30})
+    store_run(results, "new", {**config("mamba", 1, backend="auto"), "tune": {"max_extensions": 0}},
+              {64: 31, 128: 31})
+    runs = board(tmp_path).task_runs("passkey")
+    assert set(runs["row"]) == {"mamba"} and sorted(runs["seed"]) == [0, 1]

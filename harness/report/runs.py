@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from harness.config import DEFAULT_CEILING, NON_SEMANTIC_KEYS
+from harness.config import DEFAULT_CEILING, NON_SEMANTIC_KEYS, without_neutral_values
 from harness.store.records import CONFIG_FILE, OUTCOMES_FILE, load_experiment
 
 #: keys that never separate two runs into two rows: the replicate, and the grids (report columns)
@@ -67,7 +67,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def read_config(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
-    """The run's resolved config, flattened; a run without a readable one is known by its mechanism only."""
+    """The run's resolved config, flattened, without keys at their neutral values (so a config stored before
+    such a key existed and one stored after make one row); a run without a readable one is known by its
+    mechanism only."""
     try:
         config = OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE), resolve=False)
         if not isinstance(config, dict):
@@ -76,7 +78,7 @@ def read_config(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
         warnings.warn(f"{run_dir / CONFIG_FILE}: unreadable config ({error}); the run is grouped by mechanism "
                       "name only", stacklevel=2)
         config = {}
-    flat = flatten(config)
+    flat = flatten(without_neutral_values(config))
     flat.setdefault("mechanism.name", record["mechanism"])
     flat.setdefault("task.name", record["task"])
     return flat

@@ -100,8 +100,8 @@ def test_headline_is_ordered_by_the_cross_task_iqm_and_shows_each_tasks_ranking_
     assert summary.probability_of_improvement(frame, "full_attention", "mamba") == 1.0
     assert summary.probability_of_improvement(frame, "mamba", "mamba") == 0.5
     aggregate = summary.aggregates(frame)
-    assert (aggregate["iqm_low"] <= aggregate["iqm"]).all() and (aggregate["iqm"] <= aggregate["iqm_high"]).all()
-    assert aggregate.equals(summary.aggregates(frame))  # seeded: the same every time
+    assert aggregate["iqm"].is_monotonic_decreasing and aggregate.index[0] == "full_attention"
+    assert not {"iqm_low", "mean_low"} & set(aggregate.columns)  # no uncalibrated interval beside a few seeds
     profiles = summary.performance_profiles(frame)
     assert profiles.loc[0.0, "full_attention"] == 1.0 and profiles["mamba"].is_monotonic_decreasing
     assert "interquartile mean" in " ".join(display.headline_notes(leaderboard))

@@ -57,8 +57,6 @@ METHODS = {
             "is at the level Holm's procedure decided that comparison at",
     "power": "smallest difference detectable at 80% power: (t quantile of the test level + t quantile of 0.8) x "
              "standard error (Bloom 1995); seeds needed from the same variance components",
-    "stratified bootstrap": "stratified percentile bootstrap over seeds within each task (Agarwal et al. 2021, "
-                            "rliable), 2000 resamples, seeded",
     "iqm": "interquartile mean: the mean of the middle 50% of the task x seed scores (Agarwal et al. 2021)",
     "probability of improvement": "P(X > Y): per task, the Mann-Whitney probability that a seed of X outscores a seed "
                                   "of Y (ties count half), averaged over tasks (Agarwal et al. 2021)",

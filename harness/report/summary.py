@@ -1,11 +1,13 @@
 """The cross-task summary of a report, after rliable (Agarwal et al. 2021, "Deep RL at the edge of the
 statistical precipice"): scores normalised between chance and the task's ceiling, their mean and
-interquartile mean (IQM) over tasks x seeds with stratified-bootstrap intervals, the probability of
-improvement between configurations, and performance profiles.
+interquartile mean (IQM) over tasks x seeds, the probability of improvement between configurations,
+and performance profiles.
 
-A configuration is matched across tasks by its name without a per-task tuned learning rate
-(``names``); only configurations run on every task are summarised. The bootstrap resamples seeds
-within each task (stratified by task), with a fixed seed: a report rebuilds byte-equal.
+No interval goes with the mean or the IQM: rliable's stratified bootstrap over seeds within tasks
+covers about 80% at a nominal 95% with 3 seeds on 2 tasks (simulation, normal scores), and nothing
+here is calibrated for few seeds; the per-task scores beside them carry the calibrated intervals of
+``harness.report.stats``. A configuration is matched across tasks by its name without a per-task
+tuned learning rate (``names``); only configurations run on every task are summarised.
 """
 
 from __future__ import annotations
@@ -15,9 +17,6 @@ import pandas as pd
 from scipy import stats
 
 from harness.report.tables import Leaderboard
-from harness.report.stats import CONFIDENCE
-
-RESAMPLES = 2000
 #: the thresholds of a performance profile (normalised score)
 THRESHOLDS = np.linspace(0.0, 1.0, 101)
 
@@ -42,33 +41,11 @@ def normalised_scores(board: Leaderboard, names: dict[str, dict[str, str]]) -> p
     return frame[frame["configuration"].map(everywhere)].reset_index(drop=True)
 
 
-def _strata(frame: pd.DataFrame, configuration: str) -> list[np.ndarray]:
-    mine = frame[frame["configuration"] == configuration]
-    return [group["score"].to_numpy() for _, group in mine.groupby("task")]
-
-
-def _resampled(strata: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """(RESAMPLES, runs): each task's seeds drawn with replacement, tasks kept (stratified bootstrap)."""
-    return np.concatenate([scores[rng.integers(0, len(scores), (RESAMPLES, len(scores)))] for scores in strata], axis=1)
-
-
-def _interquartile_mean(values: np.ndarray) -> np.ndarray:
-    return stats.trim_mean(values, 0.25, axis=-1)
-
-
 def aggregates(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: mean and IQM of its normalised scores with stratified-bootstrap intervals, best first (by IQM)."""
-    tail = (1 - CONFIDENCE) / 2 * 100
-    rows = {}
-    for index, configuration in enumerate(sorted(frame["configuration"].unique())):
-        strata = _strata(frame, configuration)
-        draws = _resampled(strata, np.random.default_rng(index))
-        scores = np.concatenate(strata)
-        mean_low, mean_high = np.percentile(draws.mean(axis=1), [tail, 100 - tail])
-        iqm_low, iqm_high = np.percentile(_interquartile_mean(draws), [tail, 100 - tail])
-        rows[configuration] = {"mean": scores.mean(), "mean_low": mean_low, "mean_high": mean_high,
-                               "iqm": float(_interquartile_mean(scores)), "iqm_low": iqm_low, "iqm_high": iqm_high,
-                               "runs": len(scores)}
+    """Per configuration: mean and IQM of its normalised scores over tasks x seeds, best first (by IQM)."""
+    rows = {configuration: {"mean": group["score"].mean(), "iqm": float(stats.trim_mean(group["score"], 0.25)),
+                            "runs": len(group)}
+            for configuration, group in frame.groupby("configuration")}
     table = pd.DataFrame.from_dict(rows, orient="index")
     return table.sort_values(["iqm", "mean"], ascending=False, kind="stable") if not table.empty else table
 

@@ -169,9 +169,10 @@ def test_timings_measured_under_load_are_flagged_from_the_record(tmp_path):
     three_seed_store(results, {"full_attention": (31, 30, 32), "mamba": (20, 21, 22)})
     path = results / "demo" / "mamba2" / "result.json"
     record = json.loads(path.read_text())
-    record["measurement"] = {"load": {"cpus": 2, "threads": 1, "loadavg_1min_before": 1.2, "loadavg_1min_after": 1.9}}
+    record["measurement"] = {"load": {"cpus": 2, "threads": 1, "data_workers": 1, "loadavg_1min_before": 2.6,
+                                      "loadavg_1min_after": 1.9}}
     path.write_text(json.dumps(record))
-    assert board(tmp_path).timing_warning("passkey") is None  # busy, but no more runnable than cores
+    assert board(tmp_path).timing_warning("passkey") is None  # its own thread and data worker: no one else's
     record["measurement"]["load"]["loadavg_1min_after"] = 3.4
     path.write_text(json.dumps(record))
     assert "1 of its 6 runs were measured while the machine's load average exceeded its cores" in (
@@ -184,5 +185,5 @@ def test_a_run_records_the_machine_load_around_its_timings(tmp_path):
 
     record = run(compose_config(tiny_overrides(tmp_path)))
     load = record["measurement"]["load"]
-    assert load["cpus"] >= 1 and load["threads"] >= 1
+    assert load["cpus"] >= 1 and load["threads"] >= 1 and load["data_workers"] == 1
     assert load["loadavg_1min_before"] >= 0 and load["loadavg_1min_after"] >= 0

@@ -37,10 +37,12 @@ def numerics(device: torch.device, precision: str) -> dict[str, Any]:
             "device": str(device), "precision": precision}
 
 
-def machine_load() -> dict[str, Any]:
+def machine_load(data_workers: int) -> dict[str, Any]:
     """The machine's load when timings are taken: the 1-minute load average (runnable processes, this run's
-    threads among them) against the cores. A load above the cores means timings shared the machine."""
-    return {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "loadavg_1min_before": os.getloadavg()[0]}
+    threads and its ``data_workers`` among them) against the cores. The report flags timings taken while the
+    load exceeded the cores plus this run's own data workers: other processes then shared the machine."""
+    return {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "data_workers": data_workers,
+            "loadavg_1min_before": os.getloadavg()[0]}
 
 
 def settings_mismatch(stored: dict[str, Any] | None, current: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ once at the end of a sweep, never per job of a sweep.
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import asdict
 from pathlib import Path
@@ -101,10 +102,10 @@ def execute(planned: PlannedRun, tuning: dict[str, Any] | None = None, reused: P
                                     planned.device, progress, precision, config.data_workers, checkpoints, validation))
         if config.keep_weights:
             save_weights(model, planned.run_dir)
-        load_before = machine_load()
+        load = machine_load(config.data_workers)
         cells, outcomes = evaluate(model, planned.task, config.eval, config.model.segment_len, planned.device,
                                    progress, precision, ExampleCache(config.cache_dir))
-        record["measurement"]["load"] = {**load_before, "loadavg_1min_after": machine_load()["loadavg_1min_before"]}
+        record["measurement"]["load"] = {**load, "loadavg_1min_after": os.getloadavg()[0]}
         record["provenance"]["numerics"] = {**settings, "mechanism": model.blocks[0].mixer.numerics()}  # its back-end
         record.update(status="ok", error=None, training=training, cells=cells)
         outcomes_csv = _outcomes_csv(outcomes)

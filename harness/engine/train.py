@@ -40,6 +40,7 @@ class TrainSummary:
     final_loss: float  # mean over the last tenth of the steps done
     tokens: int
     wall_time_s: float
+    #: per second of training: the early-stopping checks' time is not counted
     tokens_per_s: float
     #: the range of training sequence lengths, to tell evaluation lengths beyond training
     context_len: int
@@ -86,7 +87,7 @@ def train(
     totals = torch.zeros(total, device=device)
     first, tokens, elapsed, curve, resumed = 0, 0, 0.0, [], []
     plateau = Plateau(config.patience, config.min_delta) if validation is not None else None
-    best_weights = None
+    best_weights, checking = None, 0.0  # checking: seconds spent scoring the early-stopping checks
     stored = checkpoints.load() if checkpoints else None
     if stored is not None:
         model.load_state_dict(stored["model"])
@@ -99,6 +100,7 @@ def train(
         if plateau is not None:
             plateau = Plateau(**stored["plateau"])
             best_weights = stored["best_model"]
+            checking = stored["validation_s"]
     checked = curve[-1]["step"] if curve else 0
     batches = training_batches(task, seed, lengths, config.batch_size, first, data_workers,
                                pin_memory=device.type == "cuda")
@@ -125,7 +127,10 @@ def train(
         done = step + 1
         stopping = False
         if plateau is not None and (done % config.eval_every == 0 or done == total):
-            if plateau.update(done, validation.score(model)):
+            check_start = time.perf_counter()
+            score = validation.score(model)
+            checking += time.perf_counter() - check_start
+            if plateau.update(done, score):
                 best_weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
             stopping = plateau.reached
         if done % CHECK_EVERY == 0 or done == total or stopping:
@@ -141,13 +146,15 @@ def train(
                 "step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "losses": losses.cpu(), "totals": totals.cpu(), "random": random_states(), "tokens": tokens,
                 "wall_time_s": elapsed + time.perf_counter() - start, "curve": curve, "resumed_at_steps": resumed,
-                **({"plateau": plateau.state(), "best_model": best_weights} if plateau is not None else {}),
+                **({"plateau": plateau.state(), "best_model": best_weights, "validation_s": checking}
+                   if plateau is not None else {}),
             })
     bar.close()
     wall = elapsed + time.perf_counter() - start
     tail = losses[:done][-max(1, done // 10) :]
     reason = "plateau" if done < total else "budget" if config.steps is None or total < config.steps else "steps"
-    summary = TrainSummary(done, float(tail.mean()), tokens, wall, tokens / wall if wall else 0.0,
+    training_s = wall - checking  # the throughput of training, without the early-stopping checks
+    summary = TrainSummary(done, float(tail.mean()), tokens, wall, tokens / training_s if training_s > 0 else 0.0,
                            config.context_len, config.min_context_len, curve, resumed, reason, total)
     if plateau is not None:
         model.load_state_dict(best_weights)

@@ -31,6 +31,7 @@ from harness.build import build_task
 from harness.config import RunConfig
 from harness.engine.checks import ConfigError, check_directory_names, check_grid, check_name, prepare_directories
 from harness.engine.plan import resolve_device
+from harness.engine.provenance import provenance
 from harness.pretrained.evaluate import PretrainedRunConfig, run_pretrained, semantic
 from harness.pretrained.memory import check_pretrained_memory
 from harness.pretrained.model import PretrainedLM
@@ -100,7 +101,9 @@ def plan_pretrained(cfg: DictConfig) -> PlannedPretrainedRun:
         model=model.name, task=config.task.name, context_lens=list(grid.pop("context_len")), task_options=task_options,
         policy=policy_name, policy_options=options, grid=grid, examples_per_cell=config.eval.examples_per_cell,
         seed=config.eval.seed, segment_len=model.segment_len, max_new_tokens=model.max_new_tokens,
-        chat_template=model.chat_template, device=str(device), dtype=model.dtype)
+        chat_template=model.chat_template, device=str(device),
+        # resolved here, so that a run in bfloat16 on CUDA and one in float32 on the CPU have different run_ids
+        dtype=model.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     identifier = run_id(semantic(run))
     return PlannedPretrainedRun(config, run, task.primary_metric, identifier, Path(config.results_dir) / config.name / identifier,
                                 OmegaConf.to_yaml(OmegaConf.create({"name": config.name, **semantic(run)})))
@@ -123,6 +126,7 @@ def run_pretrained_job(cfg: DictConfig) -> dict[str, Any]:
     except ValueError as error:
         raise ConfigError(f"model.name={run.model!r}: {error}") from None
     outcomes_csv = None
+    where = provenance(lm.device)  # before the run: a failed record says where it failed too
     try:
         record, outcomes = run_pretrained(run, lm)
         outcomes_csv = pd.DataFrame(outcomes).to_csv(index=False)
@@ -130,7 +134,7 @@ def run_pretrained_job(cfg: DictConfig) -> dict[str, Any]:
         record = {"run_id": planned.run_id, "family": "pretrained", "mechanism": f"pretrained/{run.policy}",
                   "model": run.model, "policy": run.policy, "policy_options": run.policy_options, "task": run.task,
                   "seed": run.seed, "parameters": lm.parameters, "primary_metric": planned.primary_metric,
-                  "provenance": {}, "status": "failed", "training": None, "cells": [],
+                  "provenance": where, "status": "failed", "training": None, "cells": [],
                   "error": f"{type(error).__name__}: {error}\n{traceback.format_exc()}"}
     record["experiment"] = config.name
     write_run(planned.run_dir, planned.config_yaml, record, outcomes_csv)

@@ -503,11 +503,12 @@ class Leaderboard:
 
 
 def _measured_under_load(record: dict[str, Any]) -> bool:
-    """Whether a run's timings were taken while more processes were runnable than the machine has cores."""
+    """Whether a run's timings were taken while more processes were runnable than the machine has cores, beyond
+    the run's own data workers (their load lingers in the 1-minute average after training)."""
     load = (record.get("measurement") or {}).get("load")
     if not load:
         return False
-    return max(load["loadavg_1min_before"], load["loadavg_1min_after"]) > load["cpus"]
+    return max(load["loadavg_1min_before"], load["loadavg_1min_after"]) > load["cpus"] + load.get("data_workers", 0)
 
 
 def late_drop(curve: list[dict[str, Any]]) -> float | None:

@@ -74,7 +74,7 @@ class PlannedRun:
 class Plan:
     """The runs one config needs, in order: its tuning runs, then the run (at the rate they choose)."""
 
-    #: the composed config; with tuning runs, its rate is replaced by the one they choose
+    #: the composed config (with tuning runs, the run itself is prepared again at the rate they choose)
     cfg: DictConfig
     run: PlannedRun
     tuning_runs: list[PlannedRun]
@@ -97,11 +97,13 @@ def plan(cfg: DictConfig) -> Plan:
     check_tuning_grid(OmegaConf.to_object(cfg.tune))
     cfg = listed(cfg)
     planned = prepare(cfg)
-    return Plan(cfg, planned, [prepare(trial_config(cfg, lr)) for lr in planned_grid(cfg)] if tuned(cfg) else [])
+    return Plan(cfg, planned, [prepare(trial_config(cfg, lr), planned.task) for lr in planned_grid(cfg)]
+                if tuned(cfg) else [])
 
 
-def prepare(cfg: DictConfig) -> PlannedRun:
-    """Check everything about one run that can be checked without work or writes, and build its task."""
+def prepare(cfg: DictConfig, task: Task | None = None) -> PlannedRun:
+    """Check everything about one run that can be checked without work or writes, and build its task (or take
+    ``task``, built from the same task config: a tuning run shares its run's)."""
     container = OmegaConf.to_container(cfg, resolve=True)
     config: RunConfig = OmegaConf.to_object(cfg)
     if config.policy is not None:
@@ -116,7 +118,7 @@ def prepare(cfg: DictConfig) -> PlannedRun:
         raise ConfigError(f"precision={config.precision!r}; choose one of {list(PRECISIONS)}")
     device = resolve_device(config.device)
     try:
-        task = build_task(**container["task"])
+        task = task or build_task(**container["task"])  # a tuning run's task is its run's: trial_config keeps task.*
         check_grid(config.eval.grid, task.config.grid)
         cells = task.evaluation_cells(config.eval.grid)
         for knobs in cells:

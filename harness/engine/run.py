@@ -56,13 +56,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 extensions.append(step)
                 print(f"[memarena] the best rate, {step['beyond']['lr']:g}, sits at the {step['beyond']['edge']} end "
                       f"of the grid and beats its neighbour beyond validation noise: tuning lr={step['lr']:g} too")
-                pending.append(prepare(trial_config(steps.cfg, step["lr"])))
+                pending.append(prepare(trial_config(steps.cfg, step["lr"]), steps.run.task))
     try:
         chosen, tuning = choose_rate(steps.cfg, trials, extensions)
     except TuningFailed as error:
         raise ConfigError(f"tuning: {error}") from None
     reused = weights_to_reuse(cfg.seed, tuning, {trial.run_id: trial.run_dir for trial in trials})
-    return execute(prepare(chosen), tuning, reused)
+    return execute(prepare(chosen, steps.run.task), tuning, reused)
 
 
 def execute(planned: PlannedRun, tuning: dict[str, Any] | None = None, reused: Path | None = None) -> dict[str, Any]:

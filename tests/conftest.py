@@ -84,3 +84,13 @@ def streamed_on_cpu_and_cuda(model, tokens, segment_len: int) -> list[tuple]:
         results.append((logits.cpu(), on_device.blocks[0].mixer.qkv.weight.grad.cpu()))
         on_device.zero_grad(set_to_none=True)
     return results
+
+
+def perturbed(layer):
+    """The layer in float64, its parameters away from their initial values (so that a misplaced one shows)."""
+    torch.manual_seed(0)
+    layer = layer.double()
+    with torch.no_grad():
+        for parameter in layer.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return layer

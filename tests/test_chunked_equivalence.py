@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 import reference_chunked as reference
+from conftest import perturbed
 from delta_rule_heads import delta_rule_by_heads
 from harness.layers.delta_rule import delta_rule
 from baselines.linear_attention import LinearAttention, additive_chunked
@@ -122,16 +123,6 @@ def test_ssd_equals_the_looped_form(chunk, split):
         return lambda: segments(core, split, (xbc, dt, z), 1, h)
 
     assert_same_run(run(ours), run(looped), [xbc, dt, dt_bias, A_log, D, z, h])
-
-
-def perturbed(layer):
-    """The layer in float64, its parameters away from their initial values (so that a misplaced one shows)."""
-    torch.manual_seed(0)
-    layer = layer.double()
-    with torch.no_grad():
-        for parameter in layer.parameters():
-            parameter.add_(0.3 * torch.randn_like(parameter))
-    return layer
 
 
 @pytest.mark.parametrize("options", [dict(chunk=4), dict(chunk=64), dict(rule="delta_bare", chunk=3),

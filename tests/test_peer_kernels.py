@@ -24,6 +24,7 @@ import baselines.mamba as mamba_module
 import harness
 from baselines.linear_attention import LinearAttention
 from baselines.mamba import Mamba
+from conftest import perturbed
 from delta_rule_heads import delta_rule_by_heads
 from harness.layers import peer_kernels
 
@@ -87,13 +88,12 @@ def run_layer(layer, x, splits=(6, 1, 12)):
     return torch.cat(outputs, dim=1), state
 
 
-def perturbed(layer):
-    torch.manual_seed(0)
-    layer = layer.double()
-    with torch.no_grad():
-        for parameter in layer.parameters():
-            parameter.add_(0.3 * torch.randn_like(parameter))
-    return layer
+def assert_same_run(run, expected):
+    """Outputs and every carried state tensor equal to 1e-12."""
+    (y, state), (expected_y, expected_state) = run, expected
+    torch.testing.assert_close(y, expected_y, rtol=0, atol=1e-12)
+    for key in expected_state:
+        torch.testing.assert_close(state[key], expected_state[key], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("rule", ["delta", "delta_bare"])
@@ -106,9 +106,7 @@ def test_the_fla_path_maps_onto_chunk_delta_rule(monkeypatch, rule):
     monkeypatch.setattr(linear_attention_module, "resolve_backend", lambda *_: "fla")
     y, state = run_layer(layer, x)
     assert layer.numerics()["backend"] == "fla chunk_delta_rule"
-    torch.testing.assert_close(y, expected_y, rtol=0, atol=1e-12)
-    for key in expected_state:
-        torch.testing.assert_close(state[key], expected_state[key], rtol=0, atol=1e-12)
+    assert_same_run((y, state), (expected_y, expected_state))
 
 
 def test_the_mamba_ssm_path_maps_onto_mamba_chunk_scan_combined(monkeypatch):
@@ -120,9 +118,7 @@ def test_the_mamba_ssm_path_maps_onto_mamba_chunk_scan_combined(monkeypatch):
     monkeypatch.setattr(mamba_module, "resolve_backend", lambda *_: "mamba_ssm")
     y, state = run_layer(layer, x)
     assert layer.numerics()["backend"] == "mamba_ssm mamba_chunk_scan_combined"
-    torch.testing.assert_close(y, expected_y, rtol=0, atol=1e-12)
-    for key in expected_state:
-        torch.testing.assert_close(state[key], expected_state[key], rtol=0, atol=1e-12)
+    assert_same_run((y, state), (expected_y, expected_state))
 
 
 def test_backend_choices_and_errors():

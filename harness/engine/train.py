@@ -112,10 +112,8 @@ def train(
         lr = learning_rate(step, config, total)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
-            logits, _ = model.stream(inputs, model.init_state(config.batch_size), segment_len)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+            loss = task_loss(model, inputs, labels, segment_len, device)
         auxiliary = model.auxiliary_loss()
         total_loss = loss if auxiliary is None else loss + auxiliary
         losses[step], totals[step] = loss.detach(), total_loss.detach()
@@ -163,6 +161,18 @@ def train(
                                   "best_score": plateau.best_score, "weights": "best check (restored)"}
         summary.validation_curve = plateau.curve
     return summary
+
+
+def task_loss(model: StreamingLM, inputs: torch.Tensor, labels: torch.Tensor, segment_len: int,
+              device: torch.device) -> torch.Tensor:
+    """The mean cross-entropy of a batch's labelled positions (``inputs`` and ``labels`` on the CPU). The head,
+    V x D per position, runs at those positions only (a task labels a few answers: MQAR one in 16 positions
+    and more); they are found on the CPU, so that the device is not synchronised."""
+    answered = (labels.flatten() != IGNORE).nonzero().squeeze(1)
+    targets = labels.flatten()[answered].to(device, non_blocking=True)
+    inputs, answered = inputs.to(device, non_blocking=True), answered.to(device, non_blocking=True)
+    features, _ = model.stream(inputs, model.init_state(len(inputs)), segment_len, logits=False)
+    return F.cross_entropy(model.head(features.flatten(0, 1).index_select(0, answered)).float(), targets)
 
 
 def _check_finite(totals: torch.Tensor, first_step: int) -> None:

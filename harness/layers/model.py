@@ -80,30 +80,37 @@ class StreamingLM(nn.Module):
         weight = self.head.weight
         return [block.mixer.init_state(batch_size, weight.device, weight.dtype) for block in self.blocks]
 
-    def forward(self, tokens: torch.Tensor, state: ModelState) -> tuple[torch.Tensor, ModelState]:
-        """Read one segment: tokens [B, T] -> logits [B, T, V] and the new state."""
+    def features(self, tokens: torch.Tensor, state: ModelState) -> tuple[torch.Tensor, ModelState]:
+        """Read one segment: tokens [B, T] -> the head's inputs [B, T, D] (the last norm's output) and the new state."""
         x = self.embed(tokens)  # B, T, D
         new_state = []
         for block, block_state in zip(self.blocks, state):
             x, block_state = block(x, block_state)
             new_state.append(block_state)
-        return self.head(self.norm(x)), new_state
+        return self.norm(x), new_state
+
+    def forward(self, tokens: torch.Tensor, state: ModelState) -> tuple[torch.Tensor, ModelState]:
+        """Read one segment: tokens [B, T] -> logits [B, T, V] and the new state."""
+        features, new_state = self.features(tokens, state)
+        return self.head(features), new_state
 
     def stream(
         self, tokens: torch.Tensor, state: ModelState, segment_len: int,
-        per_segment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        per_segment: Callable[[torch.Tensor], torch.Tensor] | None = None, logits: bool = True,
     ) -> tuple[torch.Tensor, ModelState]:
         """Read a long input in segments of ``segment_len``, carrying the state between them.
 
         Returns the logits [B, T, V] of every position, or, with ``per_segment``, that function
         of each segment's logits concatenated along positions (``lambda l: l.argmax(-1)`` keeps
-        predictions only, so that nothing of size V x T is held).
+        predictions only, so that nothing of size V x T is held). With ``logits=False``, the head's
+        inputs [B, T, D] instead of logits (training applies the head at the labelled positions only).
         """
         if segment_len < 1:
             raise ValueError(f"segment_len must be positive, got {segment_len}")
+        read = self if logits else self.features
         outputs = []
         for start in range(0, tokens.shape[1], segment_len):
-            segment_logits, state = self(tokens[:, start : start + segment_len], state)
+            segment_logits, state = read(tokens[:, start : start + segment_len], state)
             outputs.append(segment_logits if per_segment is None else per_segment(segment_logits))
         return torch.cat(outputs, dim=1), state
 

@@ -40,14 +40,25 @@ class MqarConfig(TaskConfig):
     name: str = "mqar"
     #: keys are the first half of the vocabulary, values the second
     vocab_size: int = 64
-    #: training draws num_kv_pairs uniformly from 1 to this (and to context_len / 4)
+    #: the most pairs in a training example (see training_pairs)
     max_kv_pairs: int = 16
     #: query places are drawn with probability proportional to gap^(power_a - 1)
     power_a: float = 0.1
-    #: if set, each evaluated length L has num_kv_pairs = L x this (at most 1/4), and the
-    #: num_kv_pairs grid is not swept
+    #: if set, each evaluated length L has num_kv_pairs = L x this (at most 1/4), training at most
+    #: that many, and the num_kv_pairs grid is not swept
     kv_pairs_per_token: Optional[float] = None
+    #: "uniform": training draws num_kv_pairs uniformly from 1 to the most that fit (max_kv_pairs, and
+    #: context_len / 4 or context_len x kv_pairs_per_token); "most": always the most that fit, as Zoology
+    #: trains (a fixed number of pairs per length)
+    training_pairs: str = "uniform"
+    #: false: every position that is neither a pair nor a query holds one blank token (k0, then never a
+    #: key), as in Zoology's Figure 2 (``random_non_queries=False``); true: random tokens (noise)
+    random_non_queries: bool = True
     grid: dict[str, list[Any]] = field(default_factory=lambda: {"num_kv_pairs": [4, 8, 16]})
+
+
+#: the token of every non-query position with ``random_non_queries=false`` (k0, as Zoology's 0)
+BLANK = 0
 
 
 @register_task("mqar")
@@ -59,9 +70,11 @@ class Mqar(Task):
     def __init__(self, config: MqarConfig):
         if config.vocab_size < 4 or config.vocab_size % 2:
             raise ValueError(f"mqar: vocab_size must be even and at least 4, got {config.vocab_size}")
-        if not 1 <= config.max_kv_pairs <= config.vocab_size // 2:
-            raise ValueError(f"mqar: max_kv_pairs must be in [1, vocab_size / 2 = {config.vocab_size // 2}], "
-                             f"got {config.max_kv_pairs}")
+        keys = config.vocab_size // 2 - (not config.random_non_queries)  # the blank is never a key
+        if not 1 <= config.max_kv_pairs <= keys:
+            raise ValueError(f"mqar: max_kv_pairs must be in [1, the number of keys = {keys}], got {config.max_kv_pairs}")
+        if config.training_pairs not in ("uniform", "most"):
+            raise ValueError(f"mqar: training_pairs must be 'uniform' or 'most', got {config.training_pairs!r}")
         if config.power_a <= 0:
             raise ValueError(f"mqar: power_a must be positive, got {config.power_a}")
         if config.kv_pairs_per_token is not None and not 0 < config.kv_pairs_per_token <= 0.25:
@@ -75,8 +88,9 @@ class Mqar(Task):
         return Vocabulary([*(f"k{i}" for i in range(half)), *(f"v{i}" for i in range(half))])
 
     def check_knobs(self, knobs: dict[str, Any]) -> None:
-        if not 1 <= knobs["num_kv_pairs"] <= self.half:
-            raise ValueError(f"mqar: num_kv_pairs must be in [1, vocab_size / 2 = {self.half}], got {knobs['num_kv_pairs']}")
+        keys = self.half - (not self.config.random_non_queries)
+        if not 1 <= knobs["num_kv_pairs"] <= keys:
+            raise ValueError(f"mqar: num_kv_pairs must be in [1, the number of keys = {keys}], got {knobs['num_kv_pairs']}")
 
     def evaluation_cells(self, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
         per_token = self.config.kv_pairs_per_token
@@ -92,14 +106,20 @@ class Mqar(Task):
         return 4 * knobs["num_kv_pairs"]  # the pairs, then room to query each on its own even offset
 
     def training_knobs(self, rng: np.random.Generator, context_len: int) -> dict[str, Any]:
-        most = max(1, min(self.config.max_kv_pairs, context_len // 4))
-        return {"context_len": context_len, "num_kv_pairs": int(rng.integers(1, most + 1))}
+        per_token = self.config.kv_pairs_per_token
+        room = context_len // 4 if per_token is None else int(context_len * per_token)  # the same at 1/4
+        most = max(1, min(self.config.max_kv_pairs, room))
+        pairs = most if self.config.training_pairs == "most" else int(rng.integers(1, most + 1))
+        return {"context_len": context_len, "num_kv_pairs": pairs}
 
     def generate(self, rng: np.random.Generator, context_len: int, num_kv_pairs: int) -> Example:
-        keys = rng.choice(self.half, num_kv_pairs, replace=False)
+        noise = self.config.random_non_queries
+        first_key = 0 if noise else BLANK + 1
+        keys = first_key + rng.choice(self.half - first_key, num_kv_pairs, replace=False)
         values = self.half + rng.choice(self.half, num_kv_pairs, replace=False)
         pairs_len = 2 * num_kv_pairs
-        tokens = rng.integers(0, 2 * self.half, context_len)  # noise everywhere, then the pairs and queries
+        # noise (or the blank) everywhere, then the pairs and queries
+        tokens = rng.integers(0, 2 * self.half, context_len) if noise else np.full(context_len, BLANK)
         tokens[0:pairs_len:2], tokens[1:pairs_len:2] = keys, values
         slots = (context_len - pairs_len) // 2  # queries sit on even offsets after the pairs
         weights = np.arange(1, slots + 1, dtype=np.float64) ** (self.config.power_a - 1)

@@ -48,3 +48,36 @@ def test_the_cpu_default_is_not_zoology():
     assert task.config.preset is None and task.vocab_size == 64
     with pytest.raises(ValueError, match="kv_pairs_per_token must be in"):
         harness.build_task("mqar", kv_pairs_per_token=0.5)
+
+
+def test_training_pairs_follow_the_pairs_per_token():
+    # Zoology's Figure 2 asks L / 16 pairs (64 -> 4, 256 -> 16): training draws at most that many
+    task = harness.build_task("mqar", vocab_size=8192, max_kv_pairs=256, kv_pairs_per_token=1 / 16)
+    rng = np.random.default_rng(0)
+    for context_len in (64, 256):
+        drawn = {task.training_knobs(rng, context_len)["num_kv_pairs"] for _ in range(400)}
+        assert drawn == set(range(1, context_len // 16 + 1))
+    # training_pairs=most: always L / 16, as Zoology trains each length
+    most = harness.build_task("mqar", vocab_size=8192, max_kv_pairs=256, kv_pairs_per_token=1 / 16, training_pairs="most")
+    assert [most.training_knobs(rng, length)["num_kv_pairs"] for length in (64, 128, 256)] == [4, 8, 16]
+    with pytest.raises(ValueError, match="training_pairs must be 'uniform' or 'most'"):
+        harness.build_task("mqar", training_pairs="fixed")
+    # at Zoology's test ratio, 1/4, the draw is the one without the tie (stored runs keep their meaning)
+    tied, untied = (harness.build_task("mqar", vocab_size=8192, max_kv_pairs=256, kv_pairs_per_token=ratio)
+                    for ratio in (0.25, None))
+    for context_len in (48, 97, 128):
+        assert ([tied.training_knobs(np.random.default_rng(seed), context_len) for seed in range(20)]
+                == [untied.training_knobs(np.random.default_rng(seed), context_len) for seed in range(20)])
+
+
+def test_without_random_non_queries_every_other_position_is_the_blank_as_in_zoologys_figure_2():
+    from tasks.mqar import BLANK
+
+    task = harness.build_task("mqar", vocab_size=16, max_kv_pairs=7, power_a=0.01, random_non_queries=False)
+    for example in task.test_examples(seed=0, knobs={"context_len": 64, "num_kv_pairs": 7}, count=40):
+        pairs, queries = example.tokens[:14], example.answer_positions
+        assert BLANK not in pairs[::2] and len(queries) == 7  # the blank is never a key
+        rest = np.delete(example.tokens, np.r_[0:14, queries])
+        assert (rest == BLANK).all() and (example.tokens[queries] != BLANK).all()
+    with pytest.raises(ValueError, match="the number of keys = 7"):
+        harness.build_task("mqar", vocab_size=16, max_kv_pairs=8, random_non_queries=False)

@@ -29,6 +29,7 @@ class ModelConfig:
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
+    #: the MLP after each mixer is mlp_ratio x d_model wide; 0: no MLP (the mixers alone, as Zoology's MQAR models)
     mlp_ratio: int = 4
     #: tokens read per forward call; the mechanism's state carries everything before them
     segment_len: int = 64

@@ -36,7 +36,7 @@ def assert_rejected(tmp_path, overrides: list[str], message: str) -> None:
     ("eval.max_memory_gb=0", r"eval.max_memory_gb=0.0: must be a finite number > 0 or null"),
     ("eval.max_memory_gb=1e-6", r"eval.max_memory_gb=1e-06: smaller than the model's weights"),
     ("state_budget_bytes=0", r"state_budget_bytes=0: must be an integer >= 1"),
-    ("model.mlp_ratio=0", r"model.mlp_ratio=0: must be an integer >= 1"),
+    ("model.mlp_ratio=-1", r"model.mlp_ratio=-1: must be an integer >= 0"),
     ("train.context_len=0", r"train.context_len=0: must be an integer >= 1"),
     ("eval.grid.context_len=[]", r"eval.grid.context_len=\[\]: give at least one value"),
     ("task.grid.depth=[]", r"task.grid.depth=\[\]: give at least one value"),

@@ -47,3 +47,17 @@ def test_the_loss_is_the_cross_entropy_of_every_labelled_position_as_with_full_l
     logits, _ = model.stream(inputs, model.init_state(len(inputs)), 16)
     expected = cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
     assert losses == [pytest.approx(expected.item(), rel=1e-5)]
+
+
+def test_mlp_ratio_0_leaves_the_mixers_alone():
+    import harness
+
+    model = harness.build_model("full_attention", vocab_size=16, d_model=8, n_layers=2, n_heads=2, mlp_ratio=0)
+    with_mlp = harness.build_model("full_attention", vocab_size=16, d_model=8, n_layers=2, n_heads=2, mlp_ratio=1)
+    assert not [name for name, _ in model.named_parameters() if "mlp" in name]
+    assert sum(p.numel() for p in with_mlp.parameters()) - sum(p.numel() for p in model.parameters()) == 2 * (2 * 8 * 8 + 8 + 8 + 2 * 8)
+    block, x = model.blocks[0], torch.randn(2, 5, 8)
+    expected = x + block.mixer(block.norm_mix(x), block.mixer.init_state(2, x.device, x.dtype))[0]
+    assert torch.equal(block(x, block.mixer.init_state(2, x.device, x.dtype))[0], expected)
+    with pytest.raises(ValueError, match="mlp_ratio must be a non-negative integer"):
+        harness.build_model("full_attention", vocab_size=16, d_model=8, n_layers=2, n_heads=2, mlp_ratio=-1)

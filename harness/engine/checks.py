@@ -45,7 +45,7 @@ def check_ranges(config: RunConfig) -> None:
     """Every size at least 1, every rate and coefficient finite and in range."""
     at_least_one = {
         "model.d_model": config.model.d_model, "model.n_layers": config.model.n_layers,
-        "model.n_heads": config.model.n_heads, "model.mlp_ratio": config.model.mlp_ratio,
+        "model.n_heads": config.model.n_heads,
         "model.segment_len": config.model.segment_len, "train.steps": 1 if config.train.steps is None else config.train.steps,
         "train.batch_size": config.train.batch_size, "train.context_len": config.train.context_len,
         "train.min_context_len": config.train.min_context_len,
@@ -56,8 +56,8 @@ def check_ranges(config: RunConfig) -> None:
     for key, value in at_least_one.items():
         if value < 1:
             raise ConfigError(f"{key}={value}: must be an integer >= 1")
-    for key, value in {"train.warmup_steps": config.train.warmup_steps, "seed": config.seed,
-                       "eval.seed": config.eval.seed, "data_workers": config.data_workers}.items():
+    for key, value in {"model.mlp_ratio": config.model.mlp_ratio, "train.warmup_steps": config.train.warmup_steps,
+                       "seed": config.seed, "eval.seed": config.eval.seed, "data_workers": config.data_workers}.items():
         if value < 0:
             raise ConfigError(f"{key}={value}: must be an integer >= 0")
     _check_number("train.lr", config.train.lr, "> 0", config.train.lr > 0)

@@ -36,13 +36,14 @@ class Block(nn.Module):
         super().__init__()
         self.norm_mix = nn.LayerNorm(d_model)
         self.mixer = mixer
-        self.norm_mlp = nn.LayerNorm(d_model)
-        self.mlp = MLP(d_model, mlp_ratio)
+        # mlp_ratio 0: the mixer alone (Zoology's blocks with an Identity state mixer)
+        self.norm_mlp = nn.LayerNorm(d_model) if mlp_ratio else None
+        self.mlp = MLP(d_model, mlp_ratio) if mlp_ratio else None
 
     def forward(self, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         mixed, state = self.mixer(self.norm_mix(x), state)
         x = x + mixed
-        return x + self.mlp(self.norm_mlp(x)), state
+        return (x if self.mlp is None else x + self.mlp(self.norm_mlp(x))), state
 
 
 class StreamingLM(nn.Module):
@@ -57,10 +58,11 @@ class StreamingLM(nn.Module):
         mlp_ratio: int = 4,
     ):
         super().__init__()
-        for key, value in dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers,
-                               n_heads=n_heads, mlp_ratio=mlp_ratio).items():
+        for key, value in dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads).items():
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if not isinstance(mlp_ratio, int) or mlp_ratio < 0:
+            raise ValueError(f"mlp_ratio must be a non-negative integer (0: no MLP), got {mlp_ratio!r}")
         self.mechanism_name = mechanism.name
         self.vocab_size = vocab_size
         self.embed = nn.Embedding(vocab_size, d_model)

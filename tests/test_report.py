@@ -29,9 +29,9 @@ def config(mechanism: str, seed: int, budget=None, **options) -> dict:
 
 def store_run(results, run_id, cfg, right, status="ok", metric="exact_match", higher_is_better=True,
               examples=32, curve=None, oom=(), values=None):
-    """One run whose cell at each length gets ``right[length]`` examples right (or ``values[length]``)."""
+    """One run whose cell at each length of its grid gets ``right[length]`` examples right (or ``values[length]``)."""
     cells, outcomes = [], []
-    for length in LENGTHS:
+    for length in cfg["eval"]["grid"]["context_len"]:
         knobs = {"context_len": length, "depth": 0.5}
         if status != "ok":
             break
@@ -328,3 +328,20 @@ def test_a_config_stored_before_a_key_existed_is_the_same_row_as_one_stored_at_i
               {64: 31, 128: 31})
     runs = board(tmp_path).task_runs("passkey")
     assert set(runs["row"]) == {"mamba"} and sorted(runs["seed"]) == [0, 1]
+
+
+def test_a_row_evaluated_at_its_own_length_only_has_no_entry_at_the_others(tmp_path):
+    """Zoology's sweep: each training length is evaluated at itself; the other lengths are not failures."""
+    results = tmp_path / "results"
+    for length, right in ((64, 30), (128, 20)):
+        cfg = config("full_attention", 0)
+        cfg["train"]["context_len"], cfg["eval"]["grid"]["context_len"] = length, [length]
+        cfg["train"]["min_context_len"] = length  # follows context_len: not a setting of its own
+        store_run(results, f"fa{length}", cfg, {length: right})
+    leaderboard = board(tmp_path)
+    lengths = leaderboard.by_length("passkey")
+    assert sorted(zip(lengths["row"], lengths["context_len"], lengths["status"])) == [
+        ("full_attention (context_len=128)", 128, "ok"), ("full_attention (context_len=64)", 64, "ok")]
+    assert leaderboard.scores("passkey").to_dict() == {"full_attention (context_len=64)": 30 / 32,
+                                                      "full_attention (context_len=128)": 20 / 32}
+    assert sorted(leaderboard.seed_scores("passkey")["score"]) == [20 / 32, 30 / 32]

@@ -90,13 +90,26 @@ def configuration_keys(configs: pd.DataFrame) -> tuple[dict[str, list[str]], lis
     keys = [key for key in configs.columns if not key.startswith(NOT_CONFIGURATION)]
     varying = [key for key in keys if configs[key].astype(str).nunique(dropna=False) > 1]
     tuned = "tune.lr_grid" in configs.columns and configs["tune.lr_grid"].map(bool).any()
-    settings = [key for key in varying if not key.startswith(ROW_GROUPS) and not (tuned and key == "train.lr")]
+    settings = _one_per_partition(configs, [key for key in varying
+                                            if not key.startswith(ROW_GROUPS) and not (tuned and key == "train.lr")])
     per_mechanism = {
         mechanism: [key for key in varying if key.startswith(ROW_GROUPS)
                     and key not in ("mechanism.name", "policy.name") and group[key].astype(str).nunique(dropna=False) > 1] + (["train.lr"] if tuned else [])
         for mechanism, group in configs.groupby("mechanism.name")
     }
     return per_mechanism, settings
+
+
+def _one_per_partition(configs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """``keys`` less those whose values follow one to one from an earlier key's (``train.min_context_len`` set to
+    ``train.context_len`` in a sweep over lengths): they split the runs the same way and would only lengthen labels."""
+    values = configs[keys].astype(str)
+    kept: list[str] = []
+    for key in keys:
+        if not any(values.groupby(earlier)[key].nunique().max() == 1 and values.groupby(key)[earlier].nunique().max() == 1
+                   for earlier in kept):
+            kept.append(key)
+    return kept
 
 
 def short_name(key: str) -> str:
@@ -137,13 +150,18 @@ def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataF
             rows.append({"task": task, "row": f"{label} ({setting})" if setting else label, "label": label,
                          "setting": setting, "mechanism": mechanism, "seed": record["seed"], "run_id": record["run_id"],
                          "status": record["status"], "record": record,
-                         "ceiling": ceiling(record, full_config),
+                         "ceiling": ceiling(record, full_config), "planned_lengths": planned_lengths(full_config),
                          **{short_name(key): config[key] for key in settings}})
         frames.append(pd.DataFrame(rows))
     if not frames:
         return pd.DataFrame(columns=["task", "row", "label", "setting", "mechanism", "seed", "run_id", "status", "record",
-                                     "ceiling"])
+                                     "ceiling", "planned_lengths"])
     return pd.concat(frames, ignore_index=True)
+
+
+def planned_lengths(config: dict[str, Any]) -> tuple[int, ...]:
+    """The context lengths a run's evaluation grid asks for (empty when its config does not say: every length)."""
+    return tuple(int(length) for length in config.get("eval.grid.context_len") or ())
 
 
 def outcomes_frame(results_dir: Path, experiment: str, runs: pd.DataFrame) -> pd.DataFrame:

@@ -345,3 +345,25 @@ def test_a_row_evaluated_at_its_own_length_only_has_no_entry_at_the_others(tmp_p
     assert leaderboard.scores("passkey").to_dict() == {"full_attention (context_len=64)": 30 / 32,
                                                       "full_attention (context_len=128)": 20 / 32}
     assert sorted(leaderboard.seed_scores("passkey")["score"]) == [20 / 32, 30 / 32]
+
+
+def test_a_width_sweep_draws_accuracy_against_width_and_state_bytes_per_training_length(tmp_path):
+    results = tmp_path / "results"
+    for length in (64, 128):
+        for mechanism, d_model, right in (("full_attention", 32, 31), ("full_attention", 64, 32),
+                                          ("lstm_gated", 32, 4), ("lstm_gated", 64, 12)):
+            cfg = config(mechanism, 0)
+            cfg["model"]["d_model"], cfg["train"]["context_len"], cfg["eval"]["grid"]["context_len"] = d_model, length, [length]
+            store_run(results, f"{mechanism}{d_model}at{length}", cfg, {length: right})
+    leaderboard = board(tmp_path)
+    sweep = leaderboard.width_sweep("passkey")
+    assert sorted(sweep["panel"].unique()) == ["context_len=128", "context_len=64"]
+    lstm = sweep[(sweep["mechanism"] == "lstm_gated") & (sweep["panel"] == "context_len=64")].sort_values("d_model")
+    assert list(lstm["d_model"]) == [32, 64] and list(lstm["score"]) == [4 / 32, 12 / 32]
+    assert (lstm["score_low"] < lstm["score"]).all() and (lstm["score"] < lstm["score_high"]).all()
+    assert list(lstm["state_bytes"]) == [1024, 1024]
+    write_report(results, tmp_path / "reports", "demo")
+    page = (tmp_path / "reports" / "demo" / "index.html").read_text()
+    for length in (64, 128):
+        assert f"against model width (context_len={length})" in page
+        assert f"against state bytes per sequence (context_len={length})" in page

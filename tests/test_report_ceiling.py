@@ -34,6 +34,18 @@ def test_a_ceiling_below_the_level_says_the_ranking_measures_learning(tmp_path):
     assert "measures how far each mechanism learned" in note
 
 
+@pytest.mark.parametrize("narrow, says", [(32, "full_attention (its best row in each of its 2 settings) reached 0.95"),
+                                           (24, "full_attention did NOT reach 0.95 at every trained length in 1 of its "
+                                                "2 settings (lowest full_attention (d_model=32): 0.750 at 128 tokens)")])
+def test_the_ceiling_is_judged_in_every_setting_not_only_its_best_one(tmp_path, narrow, says):
+    for d_model, right in ((32, {64: 32, 128: narrow}), (64, {64: 32, 128: 32})):
+        for mechanism in ("full_attention", "sliding_window"):
+            cfg = config(mechanism, 0)
+            cfg["model"]["d_model"] = d_model
+            store_run(tmp_path / "results", f"{mechanism}{d_model}", cfg, right if mechanism == "full_attention" else {64: 3, 128: 3})
+    assert says in ceiling_note(tmp_path)
+
+
 def test_lengths_beyond_training_do_not_count_against_the_ceiling(tmp_path):
     store_run(tmp_path / "results", "fa", config("full_attention", 0), {64: 32, 128: 2})
     path = tmp_path / "results" / "demo" / "fa" / "result.json"

@@ -390,14 +390,24 @@ def ceiling_notes(board: Leaderboard) -> list[str]:
             notes.append(f"Ceiling, {task}: {ceiling['row']} is the ceiling; its metric is lower-is-better, which no "
                          "fixed level judges.")
         elif ceiling["reached"]:
-            notes.append(f"Ceiling, {task}: {ceiling['row']} reached {CEILING_LEVEL} at every trained length "
-                         f"(lowest {ceiling['lowest']:.3f} at {ceiling['at']} tokens): the task is learned at this "
+            who = (f"{name} (its best row in each of its {ceiling['settings']} settings)" if ceiling["settings"] > 1
+                   else ceiling["row"])
+            lowest = f"{ceiling['row']}: " if ceiling["settings"] > 1 else ""
+            notes.append(f"Ceiling, {task}: {who} reached {CEILING_LEVEL} at every trained length (lowest "
+                         f"{lowest}{ceiling['lowest']:.3f} at {ceiling['at']} tokens): the task is learned at this "
                          "budget, so a mechanism below it falls short in memory or in learning.")
         else:
             lowest = ("failed" if ceiling["lowest"] is None else f"{ceiling['lowest']:.3f}")
-            notes.append(f"Ceiling, {task}: {ceiling['row']} did NOT reach {CEILING_LEVEL} at every trained length "
-                         f"({lowest} at {ceiling['at']} tokens): the ranking measures how far each mechanism learned "
-                         "the task at this budget, not what its memory can hold.")
+            if ceiling["settings"] > 1:
+                missed = ceiling["settings"] - ceiling["settings_reached"]
+                notes.append(f"Ceiling, {task}: {name} did NOT reach {CEILING_LEVEL} at every trained length in "
+                             f"{missed} of its {ceiling['settings']} settings (lowest {ceiling['row']}: {lowest} at "
+                             f"{ceiling['at']} tokens): in those settings the ranking measures how far each mechanism "
+                             "learned the task at this budget, not what its memory can hold.")
+            else:
+                notes.append(f"Ceiling, {task}: {ceiling['row']} did NOT reach {CEILING_LEVEL} at every trained length "
+                             f"({lowest} at {ceiling['at']} tokens): the ranking measures how far each mechanism learned "
+                             "the task at this budget, not what its memory can hold.")
     return notes
 
 

@@ -212,18 +212,31 @@ def training_figure(training: pd.DataFrame, styles: dict[str, dict[str, str]]) -
     return figure
 
 
+def mechanism_lines_figure(points: pd.DataFrame, x_axis: dict, metric: str, bounded: bool,
+                           chance: float | None = None) -> go.Figure:
+    """Score against ``x``, one line per mechanism through its configurations, with interval bars where
+    there are any (columns mechanism, x, score, and optionally score_low, score_high, text for the hover)."""
+    figure = _figure()
+    for mechanism, group in points.sort_values("x").groupby("mechanism"):
+        low, high = (group[c] if c in group.columns else group["score"] for c in ("score_low", "score_high"))
+        figure.add_trace(go.Scatter(
+            x=group["x"], y=group["score"], mode="lines+markers", name=mechanism, line={"color": mechanism_color(mechanism)},
+            error_y={"type": "data", "symmetric": False, "array": (high - group["score"]).fillna(0),
+                     "arrayminus": (group["score"] - low).fillna(0), "thickness": 1, "width": 3},
+            text=group["text"] if "text" in group.columns else None,
+            hovertemplate=("%{text}: " if "text" in group.columns else "") + "%{x}, %{y:.3f}<extra>" + mechanism + "</extra>"))
+    if chance is not None:
+        _chance(figure, list(points["x"]), chance)
+    figure.update_layout(xaxis=x_axis, yaxis=metric_axis(metric, bounded))
+    return figure
+
+
 def budget_figure(sweep: pd.DataFrame, metric: str, bounded: bool) -> go.Figure:
     """Score against measured state bytes, one line per mechanism across its budgets (columns
     mechanism, budget, state_bytes, score)."""
-    figure = _figure()
-    for mechanism, group in sweep.sort_values("budget").groupby("mechanism"):
-        figure.add_trace(go.Scatter(x=group["state_bytes"], y=group["score"], mode="lines+markers", name=mechanism,
-                                    line={"color": mechanism_color(mechanism)},
-                                    text=[f"budget {int(b)} B" for b in group["budget"]],
-                                    hovertemplate="%{text}: %{x} B, %{y:.3f}<extra>" + mechanism + "</extra>"))
-    figure.update_layout(xaxis={"title": "measured state bytes per sequence", **bytes_axis(sweep["state_bytes"])},
-                         yaxis=metric_axis(f"{metric} (mean over lengths)", bounded))
-    return figure
+    points = sweep.assign(x=sweep["state_bytes"], text=[f"budget {int(b)} B" for b in sweep["budget"]])
+    return mechanism_lines_figure(points, {"title": "measured state bytes per sequence", **bytes_axis(sweep["state_bytes"])},
+                                  f"{metric} (mean over lengths)", bounded)
 
 
 def profile_figure(profiles: pd.DataFrame, mechanisms: dict[str, str]) -> go.Figure:

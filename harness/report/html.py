@@ -162,6 +162,18 @@ def _task(page: Page, board: Leaderboard, task: str) -> None:
     if sweep is not None and sweep["budget"].notna().any() and "state_bytes" in sweep.columns:
         page.figure(f"{metric} against measured state bytes, one line per mechanism across budgets",
                     figures.budget_figure(sweep.dropna(subset=["budget"]), metric, bounded))
+    widths = board.width_sweep(task)
+    for panel, points in ([] if widths is None else widths.groupby("panel", sort=True)):
+        where = f" ({panel})" if panel else ""
+        page.figure(f"{metric} against model width{where}, one line per mechanism ({display.CONFIDENCE:.0%} intervals)",
+                    figures.mechanism_lines_figure(points.assign(x=points["d_model"], text=points["label"]),
+                                                   {"title": "d_model", "type": "log", "tickvals": sorted(points["d_model"].unique())},
+                                                   metric, bounded, chance))
+        if "state_bytes" in points.columns and points["state_bytes"].notna().any():
+            page.figure(f"{metric} against state bytes per sequence{where}, one line per mechanism across widths",
+                        figures.mechanism_lines_figure(points.assign(x=points["state_bytes"], text=points["label"]),
+                                                       {"title": "state bytes per sequence", **figures.bytes_axis(points["state_bytes"])},
+                                                       metric, bounded, chance))
     training = board.training(task).sort_values("row", key=lambda rows: rows.map(order), kind="stable")
     if training["curve"].map(bool).any():
         page.figure("training loss", figures.training_figure(training, styles))
@@ -205,7 +217,7 @@ def _task(page: Page, board: Leaderboard, task: str) -> None:
 
 
 def _points_at(board: Leaderboard, task: str, length: int) -> pd.DataFrame:
-    """Per row: the metric at ``length`` with its interval; a failure scores the worst value."""
+    """Per row evaluated at ``length``: the metric there with its interval; a failure scores the worst value."""
     lengths = board.by_length(task)
     at = lengths[lengths["context_len"] == length].set_index("row")
     failed = at["status"] != "ok"
@@ -213,4 +225,4 @@ def _points_at(board: Leaderboard, task: str, length: int) -> pd.DataFrame:
     at = at.reindex(columns=[*at.columns, *({"value", "ci_low", "ci_high"} - set(at.columns))])
     points = pd.DataFrame({"score": at["value"].where(~failed, worst), "score_low": at["ci_low"].where(~failed),
                            "score_high": at["ci_high"].where(~failed), "failed": failed})
-    return points.reindex(board.ranking(task).index)
+    return points.reindex([row for row in board.ranking(task).index if row in points.index])  # rows evaluated there

@@ -87,7 +87,9 @@ def read_config(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
 def configuration_keys(configs: pd.DataFrame) -> tuple[dict[str, list[str]], list[str]]:
     """Per mechanism, the keys that name its rows (its options that vary among its runs, and a tuned
     learning rate); and the setting keys (other keys that vary)."""
-    keys = [key for key in configs.columns if not key.startswith(NOT_CONFIGURATION)]
+    # whole keys or sections: "mode" (a flag) must not drop "model.d_model"
+    keys = [key for key in configs.columns if not any(key == excluded or key.startswith(f"{excluded}.")
+                                                      for excluded in NOT_CONFIGURATION)]
     varying = [key for key in keys if configs[key].astype(str).nunique(dropna=False) > 1]
     tuned = "tune.lr_grid" in configs.columns and configs["tune.lr_grid"].map(bool).any()
     settings = _one_per_partition(configs, [key for key in varying

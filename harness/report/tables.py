@@ -310,24 +310,34 @@ class Leaderboard:
 
     @functools.cache
     def ceiling(self, task: str) -> dict[str, Any]:
-        """Whether the task's ceiling learned it: its best row's lowest mean score over the trained lengths.
+        """Whether the task's ceiling learned it: its best row's lowest mean score over the trained lengths, in
+        each setting (a model width, a training length...) of the experiment, reported for the worst setting.
 
-        ``mechanism``: the experiment's ceiling (config ``ceiling``); ``row``: its best row on the task
-        (None if it was not run); ``lowest`` and ``at``: its lowest score at a length within its training
-        range (None if it has none there); ``reached``: whether that lowest score reaches CEILING_LEVEL
-        (beyond it for a lower-is-better metric); a failed length counts as not reached.
+        ``mechanism``: the experiment's ceiling (config ``ceiling``); ``row``: its best row on the task in the
+        worst setting (None if it was not run); ``lowest`` and ``at``: that row's lowest score at a length within
+        its training range (None if it has none there); ``reached``: whether that lowest score reaches
+        CEILING_LEVEL (None for a lower-is-better metric); a failed length counts as not reached. ``settings``
+        and ``settings_reached``: how many settings the ceiling ran in, and in how many it reached the level.
         """
         runs = self.task_runs(task)
         mechanism = runs["ceiling"].mode().iloc[0] if "ceiling" in runs and runs["ceiling"].notna().any() else None
-        result = {"mechanism": mechanism, "row": None, "lowest": None, "at": None, "reached": False}
-        candidates = runs.loc[runs["mechanism"] == mechanism, "row"].unique()
-        if not len(candidates):
-            return result
+        candidates = runs.loc[runs["mechanism"] == mechanism, ["row", "setting"]].drop_duplicates("row")
+        if candidates.empty:
+            return {"mechanism": mechanism, "row": None, "lowest": None, "at": None, "reached": False,
+                    "settings": 0, "settings_reached": 0}
         scores = self.scores(task)
-        result["row"] = max(candidates, key=lambda row: scores.get(row, -np.inf) if self.higher_is_better(task)
-                            else -scores.get(row, np.inf))
+        sign = 1 if self.higher_is_better(task) else -1
+        per_setting = [self._ceiling_row(task, max(rows["row"], key=lambda row: sign * scores.get(row, -sign * np.inf)))
+                       for _, rows in candidates.groupby("setting", sort=False)]
+        worst = min(per_setting, key=lambda entry: (entry["at"] is not None, entry["reached"] is not False,
+                                                    sign * (entry["lowest"] if entry["lowest"] is not None else -sign * np.inf)))
+        return {"mechanism": mechanism, **worst, "settings": len(per_setting),
+                "settings_reached": sum(entry["reached"] is True for entry in per_setting)}
+
+    def _ceiling_row(self, task: str, row: str) -> dict[str, Any]:
         lengths = self.by_length(task)
-        trained = lengths[(lengths["row"] == result["row"]) & ~lengths["beyond_training"]]
+        trained = lengths[(lengths["row"] == row) & ~lengths["beyond_training"]]
+        result = {"row": row, "lowest": None, "at": None, "reached": False}
         if trained.empty:
             return result
         values = trained["value"].where(trained["status"] == "ok")
@@ -496,6 +506,26 @@ class Leaderboard:
                 "test": ("difference t-test" if len(seeds) >= MIN_SEEDS else "checkpoint t-test") if result else "none",
                 "p": result.p if result else np.nan, "result": result,
                 "bounded": is_bounded(values_a) and is_bounded(values_b)}
+
+    # ---- model widths
+    def width_sweep(self, task: str) -> pd.DataFrame | None:
+        """When the experiment sweeps the model width (the setting ``d_model``, as Zoology's Figure 2): per row,
+        its mechanism, width, the other settings (``panel``: one figure each), its score with interval, and its
+        measured state bytes (median over its own cells, which a row of one training length has at that length)."""
+        settings = self.row_settings(task)
+        if "d_model" not in settings.columns:
+            return None
+        others = [column for column in settings.columns if column not in ("label", "d_model")]
+        frame = pd.DataFrame({"mechanism": self.task_runs(task).drop_duplicates("row").set_index("row")["mechanism"],
+                              "d_model": settings["d_model"], "label": settings["label"],
+                              "panel": settings[others].apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items()),
+                                                              axis=1) if others else ""})
+        intervals = self.score_intervals(task)
+        frame["score"], frame["score_low"], frame["score_high"] = (intervals[c] for c in ("value", "ci_low", "ci_high"))
+        table = self.primary(task)
+        if "state_bytes" in table.columns:
+            frame["state_bytes"] = table[table["status"] == "ok"].groupby("row")["state_bytes"].median()
+        return frame
 
     # ---- budgets
     def budget_sweep(self, task: str) -> pd.DataFrame | None:

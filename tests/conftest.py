@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -45,6 +46,15 @@ def compose_config(overrides: list[str]):
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides)
+
+
+def sweep_jobs(experiment: str) -> list[list[str]]:
+    """The overrides of each job of ``memarena experiment=<experiment>`` (a multirun preset), in the sweeper's order."""
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        params = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True).hydra.sweeper.params
+    choices = [[f"{key}={value}" for value in str(values).split(",")] for key, values in params.items()]
+    return [[f"experiment={experiment}", *job] for job in itertools.product(*choices)]
 
 
 def tiny_overrides(tmp_path: Path, mechanism: str = "sliding_window", task: str = "passkey") -> list[str]:

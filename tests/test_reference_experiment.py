@@ -3,28 +3,19 @@ matters for every mechanism in it."""
 
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from conftest import REPO, compose_config
+from conftest import REPO, compose_config, sweep_jobs
 from harness.store import records as store
-from harness.config import CONF_DIR, register_configs
 from harness.engine.plan import plan, prepare
 from harness.engine.tuning import Trial, choose_rate
 
 
 def reference_jobs() -> list[list[str]]:
-    """The overrides of each job of ``memarena experiment=reference``, in the sweeper's order."""
-    register_configs()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        params = compose("config", overrides=["experiment=reference"], return_hydra_config=True).hydra.sweeper.params
-    choices = [[f"{key}={value}" for value in values.split(",")] for key, values in params.items()]
-    return [["experiment=reference", *job] for job in itertools.product(*choices)]
+    return sweep_jobs("reference")
 
 
 def test_the_reference_sweeps_nine_mechanisms_on_two_tasks_three_seeds():

@@ -63,7 +63,7 @@ def test_a_run_whose_validation_score_plateaus_stops_early_and_keeps_its_best_we
     assert training["stop_reason"] == "plateau" and training["steps"] == 6 and training["planned_steps"] == 40
     assert [check["step"] for check in training["validation_curve"]] == [2, 4, 6]
     stopping = training["early_stopping"]
-    assert stopping["best_step"] == 2 and stopping["split"] == "validation" and stopping["seed"] == 1
+    assert stopping["best_step"] == 2 and stopping["split"] == "stopping" and stopping["seed"] == 1
     assert stopping["examples_per_cell"] == 3 and {cell["context_len"] for cell in stopping["cells"]} == {48}
     assert training["tokens"] == 6 * 2 * 48 and training["curve"][-1]["step"] == 6
     # the learning rate of the first steps is the warm-up's, whatever the schedule's length: a run of 2 steps

@@ -310,3 +310,15 @@ def test_greedy_decoding_feeds_back_the_models_own_tokens():
     assert predictions.shape == (2, 12)
     torch.testing.assert_close(predictions[:, 7:11], expected[:, 8:12])
     torch.testing.assert_close(predictions[:, :8], whole[:, :8].argmax(-1))
+
+
+@pytest.mark.parametrize("tuning_seed, stopping_seed", [(0, 1), (3, 3)])
+def test_tuning_and_early_stopping_read_disjoint_halves_of_the_validation_split(squad_files, tuning_seed, stopping_seed):
+    """What stops training never chooses the rate, whatever the two seeds."""
+    task = qa({"train": squad_files["train"], "test": squad_files["test"], "validation": squad_files["train"]},
+              validation_split="validation")
+    items = len(task.items["validation"])
+    tuning, stopping = (set(task._test_order(seed, split)[1].tolist())
+                        for seed, split in ((tuning_seed, "validation"), (stopping_seed, "stopping")))
+    assert not tuning & stopping and len(tuning | stopping) == items and len(tuning) == items // 2
+    assert set(task._test_order(7, "validation")[1].tolist()) == tuning  # a seed orders its half, never moves it

@@ -3,11 +3,12 @@
 With ``train.eval_every`` set, training scores the model every ``eval_every`` steps (and after its last
 step) on a fixed set of validation examples: ``train.eval_examples`` per cell of the evaluation grid
 whose length lies within the training lengths (``context_len <= train.context_len``), drawn from the
-validation split with seed ``train.eval_seed``. The validation split's examples come from a seed
-stream tagged apart from the test set's (harness/taskkit/task.py ``EVAL_SPLITS``; a data-backed task
-reads its own validation split), so no example that stops training is ever a test example; and a run
-that is itself scored on validation (a tuning run) must use an ``eval_seed`` other than ``eval.seed``,
-so that the examples that stop training are not those that choose the rate.
+validation split with seed ``train.eval_seed`` (split ``stopping`` in harness/taskkit/task.py ``EVAL_SPLITS``).
+The validation split's examples come from a seed stream tagged apart from the test set's (a data-backed task
+reads its own validation split), so no example that stops training is ever a test example. The examples
+that stop training are never those that choose the rate: a generated task's run that is itself scored on
+validation (a tuning run) must use an ``eval_seed`` other than ``eval.seed``, and a data-backed task stops on
+one half of its validation split and tunes on the other.
 
 The score is the task's headline metric averaged over those examples, its sign turned so that higher
 is better. A check improves when it beats the best so far by more than ``train.min_delta``; after

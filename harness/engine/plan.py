@@ -136,7 +136,7 @@ def prepare(cfg: DictConfig, task: Task | None = None) -> PlannedRun:
                                   "examples (a tuning run) must stop training on others; give another train.eval_seed")
             task.check_data(stopping_cells(task, config.eval.grid, config.train), config.train.eval_examples,
                             config.train.eval_seed, (config.train.min_context_len, config.train.context_len),
-                            config.train.batch_size, config.seed, "validation")
+                            config.train.batch_size, config.seed, "stopping")
         if config.state_budget_bytes is not None:
             mechanism = MECHANISMS.get(config.mechanism.name)
             container["mechanism"].update(mechanism.options_for_state_budget(

@@ -36,7 +36,7 @@ class ValidationCheck:
         """The check of a run: ``train.eval_examples`` validation examples (seed ``train.eval_seed``) per cell."""
         cells = stopping_cells(task, evaluation.grid, train)
         config = EvalConfig(grid=evaluation.grid, examples_per_cell=train.eval_examples,
-                            batch_size=evaluation.batch_size, seed=train.eval_seed, split="validation",
+                            batch_size=evaluation.batch_size, seed=train.eval_seed, split="stopping",
                             scoring=evaluation.scoring)
         examples = (cache or ExampleCache(None)).test_cells(task, config.seed, cells, config.examples_per_cell,
                                                             config.split)

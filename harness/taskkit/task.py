@@ -31,8 +31,11 @@ from harness.taskkit.vocabulary import Vocabulary
 
 IGNORE = -100  # label of positions that are not scored (as in torch's cross_entropy)
 TRAIN, TEST, VALIDATION = 0, 1, 2  # split tags in the seed: no two splits ever share a seed
-#: evaluation splits: the test set, and validation examples for choosing hyperparameters (never the test set)
-EVAL_SPLITS = {"test": TEST, "validation": VALIDATION}
+#: evaluation splits: the test set, validation examples for choosing hyperparameters (never the test set), and
+#: the examples of early stopping's checks: a generated task draws them as validation examples (with their own
+#: seed, ``train.eval_seed``); a data-backed task takes them from the other half of its validation split than
+#: tuning does, so that what stops training never chooses the rate (harness/taskkit/text_task.py)
+EVAL_SPLITS = {"test": TEST, "validation": VALIDATION, "stopping": VALIDATION}
 #: how answers are scored (``eval.scoring``, see the module docstring)
 SCORINGS = ("generate", "teacher_forced")
 

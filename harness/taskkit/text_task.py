@@ -42,7 +42,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
-from harness.taskkit.task import EVAL_SPLITS, IGNORE, TRAIN, Example, Task, TaskConfig
+from harness.taskkit.task import EVAL_SPLITS, IGNORE, TRAIN, VALIDATION, Example, Task, TaskConfig
 from harness.taskkit.vocabulary import Vocabulary
 
 SHIPPED_DATA = Path(__file__).resolve().parents[2] / "tasks" / "data"
@@ -301,12 +301,20 @@ class TextTask(Task):
         return self._layout(name, item, {**knobs, "context_len": context_len}, rng)
 
     def _test_order(self, seed: int, split: str) -> tuple[str, np.ndarray]:
-        """The evaluation split's name and the order of its items drawn from ``seed``."""
-        if split == "validation" and self.config.validation_split is None:
-            raise ValueError(f"{self.name}: no validation split to tune on: set task.validation_split to a split of "
+        """The evaluation split's name and the order of its items drawn from ``seed``. The validation split's
+        items are halved once, whatever the seed: tuning ("validation") reads one half, early stopping
+        ("stopping") the other."""
+        if split == "test":
+            name = self.config.test_split
+            return name, np.random.default_rng([seed, EVAL_SPLITS[split]]).permutation(len(self.items[name]))
+        if self.config.validation_split is None:
+            use = "to tune on" if split == "validation" else "for early stopping's checks"
+            raise ValueError(f"{self.name}: no validation split {use}: set task.validation_split to a split of "
                              "the data that is neither the training nor the test split")
-        name = self.config.validation_split if split == "validation" else self.config.test_split
-        return name, np.random.default_rng([seed, EVAL_SPLITS[split]]).permutation(len(self.items[name]))
+        name = self.config.validation_split
+        halves = np.random.default_rng([VALIDATION]).permutation(len(self.items[name]))
+        half = halves[: len(halves) // 2] if split == "validation" else halves[len(halves) // 2 :]
+        return name, half[np.random.default_rng([seed, EVAL_SPLITS[split]]).permutation(len(half))]
 
     def training_examples(self, seed: int, step: int, count: int, context_len: int) -> list[Example]:
         split = self.config.train_split

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import harness
-from conftest import compose_config, sweep_jobs
+from conftest import REPO, compose_config, sweep_jobs
+from harness.report import build_leaderboard
 from harness.engine.plan import plan
 
 
@@ -38,3 +39,17 @@ def test_gpu_reference_runs_nine_mechanisms_on_two_tasks_beyond_their_training_l
     config = compose_config(jobs[0])
     assert config.precision == "bf16" and config.train.max_tokens == 8_000_000 and config.train.steps is None
     assert max(config.eval.grid.context_len) == 4 * config.train.context_len
+
+
+def test_the_committed_zoology_store_backs_its_findings():
+    """docs/findings/zoology-mqar.md: at 64 tokens every mechanism ran at widths 32 and 64, each at its tuned rate,
+    and full attention reached 0.99 from width 64 on, as in Zoology's Figure 2."""
+    board = build_leaderboard(REPO / "results", "zoology_mqar")
+    sweep = board.width_sweep("mqar")
+    lengths = board.by_length("mqar")
+    at_64 = sweep.loc[lengths.loc[lengths["context_len"] == 64, "row"]]
+    mechanisms = {"full_attention", "sliding_window", "lstm_gated", "mamba", "linear_attention"}
+    assert {(m, d) for m in mechanisms for d in (32, 64)} <= set(zip(at_64["mechanism"], at_64["d_model"]))
+    attention = sweep[(sweep["mechanism"] == "full_attention") & (sweep["d_model"] >= 64)]
+    assert len(attention) and (attention["score"] >= 0.99).all()
+    assert all("tuning" in record for record in board.task_runs("mqar")["record"])

@@ -13,7 +13,7 @@ from conftest import REPO, TINY, run_cli
 def test_help_lists_memarenas_groups_and_options_not_hydras_internals(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "mechanism: compressive, full_attention" in result.stdout and "experiment: leaderboard" in result.stdout
+    assert "mechanism: compressive, full_attention" in result.stdout and "experiment: gpu_reference, leaderboard" in result.stdout
     assert "train:\n  steps: 2000" in result.stdout  # the options, with the values this command would use
     assert "schema/" not in result.stdout and "Powered by Hydra" not in result.stdout
 

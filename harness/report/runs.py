@@ -152,7 +152,7 @@ def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataF
             rows.append({"task": task, "row": f"{label} ({setting})" if setting else label, "label": label,
                          "setting": setting, "mechanism": mechanism, "seed": record["seed"], "run_id": record["run_id"],
                          "status": record["status"], "record": record,
-                         "ceiling": ceiling(record, full_config), "planned_lengths": planned_lengths(full_config),
+                         "ceiling": ceiling(record, full_config), "planned_lengths": planned_lengths(record, full_config),
                          **{short_name(key): config[key] for key in settings}})
         frames.append(pd.DataFrame(rows))
     if not frames:
@@ -161,9 +161,12 @@ def label_runs(entries: list[tuple[dict[str, Any], dict[str, Any]]]) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
-def planned_lengths(config: dict[str, Any]) -> tuple[int, ...]:
-    """The context lengths a run's evaluation grid asks for (empty when its config does not say: every length)."""
-    return tuple(int(length) for length in config.get("eval.grid.context_len") or ())
+def planned_lengths(record: dict[str, Any], config: dict[str, Any]) -> tuple[int, ...]:
+    """The context lengths a run is evaluated at: those its evaluation grid asks for and those of the cells it
+    holds (``mode=eval`` adds cells beyond the grid it trained with); empty when neither says: every length."""
+    cells = {cell["knobs"].get("context_len") for cell in record.get("cells") or []}
+    return tuple(sorted({int(length) for length in [*(config.get("eval.grid.context_len") or ()), *cells]
+                         if length is not None}))
 
 
 def outcomes_frame(results_dir: Path, experiment: str, runs: pd.DataFrame) -> pd.DataFrame:

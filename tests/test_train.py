@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import harness
+import harness.engine.train
+from harness.config import TrainConfig
 from harness.engine.train import Diverged, _check_finite
+from harness.taskkit.task import IGNORE
 
 
 def test_divergence_names_the_first_step_whose_loss_is_not_finite():
@@ -16,11 +20,6 @@ def test_divergence_names_the_first_step_whose_loss_is_not_finite():
 
 def test_the_loss_is_the_cross_entropy_of_every_labelled_position_as_with_full_logits(monkeypatch):
     """Training applies the head at the labelled positions only; the loss is the one of the full logits."""
-    import harness
-    import harness.engine.train
-    from harness.config import TrainConfig
-    from harness.taskkit.task import IGNORE
-
     batches, losses = [], []
     training_batches, cross_entropy = harness.engine.train.training_batches, torch.nn.functional.cross_entropy
 
@@ -50,8 +49,6 @@ def test_the_loss_is_the_cross_entropy_of_every_labelled_position_as_with_full_l
 
 
 def test_mlp_ratio_0_leaves_the_mixers_alone():
-    import harness
-
     model = harness.build_model("full_attention", vocab_size=16, d_model=8, n_layers=2, n_heads=2, mlp_ratio=0)
     with_mlp = harness.build_model("full_attention", vocab_size=16, d_model=8, n_layers=2, n_heads=2, mlp_ratio=1)
     assert not [name for name, _ in model.named_parameters() if "mlp" in name]

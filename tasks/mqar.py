@@ -61,6 +61,11 @@ class MqarConfig(TaskConfig):
 BLANK = 0
 
 
+def first_key(config: MqarConfig) -> int:
+    """The first token drawn as a key: 0, or past the blank when there is one (the blank is never a key)."""
+    return 0 if config.random_non_queries else BLANK + 1
+
+
 @register_task("mqar")
 class Mqar(Task):
     Config = MqarConfig
@@ -70,7 +75,7 @@ class Mqar(Task):
     def __init__(self, config: MqarConfig):
         if config.vocab_size < 4 or config.vocab_size % 2:
             raise ValueError(f"mqar: vocab_size must be even and at least 4, got {config.vocab_size}")
-        keys = config.vocab_size // 2 - (not config.random_non_queries)  # the blank is never a key
+        keys = config.vocab_size // 2 - first_key(config)
         if not 1 <= config.max_kv_pairs <= keys:
             raise ValueError(f"mqar: max_kv_pairs must be in [1, the number of keys = {keys}], got {config.max_kv_pairs}")
         if config.training_pairs not in ("uniform", "most"):
@@ -88,7 +93,7 @@ class Mqar(Task):
         return Vocabulary([*(f"k{i}" for i in range(half)), *(f"v{i}" for i in range(half))])
 
     def check_knobs(self, knobs: dict[str, Any]) -> None:
-        keys = self.half - (not self.config.random_non_queries)
+        keys = self.half - first_key(self.config)
         if not 1 <= knobs["num_kv_pairs"] <= keys:
             raise ValueError(f"mqar: num_kv_pairs must be in [1, the number of keys = {keys}], got {knobs['num_kv_pairs']}")
 
@@ -113,9 +118,8 @@ class Mqar(Task):
         return {"context_len": context_len, "num_kv_pairs": pairs}
 
     def generate(self, rng: np.random.Generator, context_len: int, num_kv_pairs: int) -> Example:
-        noise = self.config.random_non_queries
-        first_key = 0 if noise else BLANK + 1
-        keys = first_key + rng.choice(self.half - first_key, num_kv_pairs, replace=False)
+        noise, first = self.config.random_non_queries, first_key(self.config)
+        keys = first + rng.choice(self.half - first, num_kv_pairs, replace=False)
         values = self.half + rng.choice(self.half, num_kv_pairs, replace=False)
         pairs_len = 2 * num_kv_pairs
         # noise (or the blank) everywhere, then the pairs and queries

@@ -112,8 +112,8 @@ class StreamingLM(nn.Module):
         read = self if logits else self.features
         outputs = []
         for start in range(0, tokens.shape[1], segment_len):
-            segment_logits, state = read(tokens[:, start : start + segment_len], state)
-            outputs.append(segment_logits if per_segment is None else per_segment(segment_logits))
+            segment_out, state = read(tokens[:, start : start + segment_len], state)
+            outputs.append(segment_out if per_segment is None else per_segment(segment_out))
         return torch.cat(outputs, dim=1), state
 
     def predict(self, tokens: torch.Tensor, segment_len: int, generated: int = 0) -> tuple[torch.Tensor, ModelState]:

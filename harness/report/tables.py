@@ -93,11 +93,11 @@ class Leaderboard:
         table = self.primary(task)
         return sorted(int(length) for length in table["context_len"].unique()) if not table.empty else []
 
-    def row_lengths(self, task: str, runs: pd.DataFrame) -> list[int]:
-        """The task's lengths that a row's runs (``runs``, rows of ``task_runs``) were to be evaluated at: a
-        row of an experiment that sweeps the training length with the evaluation (``zoology_mqar``) has no
-        entry, not a failure, at the others."""
-        planned = {length for lengths in runs["planned_lengths"] for length in lengths}
+    def row_lengths(self, task: str, planned_lengths) -> list[int]:
+        """The task's lengths that a row's runs were to be evaluated at (``planned_lengths``: each run's, a column
+        of ``task_runs``): a row of an experiment that sweeps the training length with the evaluation
+        (``zoology_mqar``) has no entry, not a failure, at the others."""
+        planned = {length for lengths in planned_lengths for length in lengths}
         return [length for length in self.lengths(task) if not planned or length in planned]
 
     def chance(self, task: str) -> pd.Series:
@@ -137,7 +137,7 @@ class Leaderboard:
         metric = self.metric(task)
         rows = []
         for run_row, runs in self.task_runs(task).groupby("row", sort=False):
-            for length in self.row_lengths(task, runs):
+            for length in self.row_lengths(task, runs["planned_lengths"]):
                 cells = table[(table["row"] == run_row) & (table["context_len"] == length)] if not table.empty else table
                 statuses = [*runs.loc[runs["status"] != "ok", "status"], *cells.loc[cells["status"] != "ok", "status"]]
                 trained = [(r.get("training") or {}).get("context_len") for r in runs["record"]]
@@ -223,12 +223,11 @@ class Leaderboard:
     def seed_scores(self, task: str) -> pd.DataFrame:
         """Per (row, seed): the mean over the row's lengths of that seed's metric, failures as the worst value."""
         table = self.primary(task)
-        runs = self.task_runs(task)
         rows = []
-        for run in runs.itertuples():
+        for run in self.task_runs(task).itertuples():
             cells = table[table["run_id"] == run.run_id] if not table.empty else table
             per_length = []
-            for length in self.row_lengths(task, runs[runs["run_id"] == run.run_id]):
+            for length in self.row_lengths(task, [run.planned_lengths]):
                 here = cells[cells["context_len"] == length] if not cells.empty else cells
                 failed = run.status != "ok" or here.empty or (here["status"] != "ok").any()
                 per_length.append(self.worst(task) if failed else float(here["value"].mean()))

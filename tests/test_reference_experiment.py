@@ -1,12 +1,13 @@
-"""The committed reference (``experiment=reference``): the store holds every run it plans, and memory
-matters for every mechanism in it."""
+"""The committed references: the store holds every run they plan, and memory matters for every mechanism
+in them. ``experiment=reference`` (32..64 tokens, windows of 8) and ``experiment=reference_256`` (trained on
+128..256 tokens, tested to 1024, windows of 16), which replaces it once every task is computed."""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-
+import pytest
 
 from conftest import REPO, compose_config, sweep_jobs
 from harness.store import records as store
@@ -14,8 +15,18 @@ from harness.engine.plan import plan, prepare
 from harness.engine.tuning import Trial, choose_rate
 
 
-def reference_jobs() -> list[list[str]]:
-    return sweep_jobs("reference")
+#: per preset: the tasks its committed store holds (reference_256 is computed in parts) and the largest
+#: share of the shortest context a window may be
+COMMITTED_TASKS = {"reference": ("passkey", "short/mqar"), "reference_256": ("far/passkey",)}
+WINDOW_SHARE = {"reference": 4, "reference_256": 8}
+
+
+def reference_jobs(experiment: str = "reference") -> list[list[str]]:
+    return sweep_jobs(experiment)
+
+
+def committed_jobs(experiment: str) -> list[list[str]]:
+    return [job for job in reference_jobs(experiment) if any(f"task={task}" in job for task in COMMITTED_TASKS[experiment])]
 
 
 def test_the_reference_sweeps_nine_mechanisms_on_two_tasks_three_seeds():
@@ -25,8 +36,20 @@ def test_the_reference_sweeps_nine_mechanisms_on_two_tasks_three_seeds():
     assert len({next(o for o in job if o.startswith("mechanism=")).split("/")[-1] for job in jobs}) == 9
 
 
-def test_memarena_experiment_reference_would_train_nothing():
-    """Every tuning run and every chosen run of the sweep is stored (the chosen rate read from the stored tuning runs)."""
+def test_reference_256_sweeps_nine_mechanisms_on_two_tasks_three_seeds_beyond_its_training_length():
+    jobs = reference_jobs("reference_256")
+    assert len(jobs) == 9 * 2 * 3
+    config = compose_config(jobs[0])
+    assert (config.train.min_context_len, config.train.context_len) == (128, 256)
+    assert list(config.eval.grid.context_len) == [128, 256, 512, 1024]
+    assert config.model.mlp_ratio == 0
+    assert [run.config.train.lr for run in plan(config).tuning_runs] == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
+
+
+@pytest.mark.parametrize("experiment", COMMITTED_TASKS)
+def test_memarena_experiment_reference_would_train_nothing(experiment):
+    """Every tuning run and every chosen run of the sweep's computed tasks is stored (the chosen rate read from
+    the stored tuning runs)."""
     missing, checked = [], set()
 
     def check_stored(planned):
@@ -39,7 +62,7 @@ def test_memarena_experiment_reference_would_train_nothing():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for job in reference_jobs():
+        for job in committed_jobs(experiment):
             steps = plan(compose_config([*job, f"results_dir={REPO / 'results'}"]))
             trials_missing = len(missing)
             for tuning_run in steps.tuning_runs:
@@ -48,34 +71,37 @@ def test_memarena_experiment_reference_would_train_nothing():
                 trials = [Trial(tuning_run.config.train.lr, tuning_run.run_id, tuning_run.run_dir,
                                 store.read_result(tuning_run.run_dir), outcomes=None) for tuning_run in steps.tuning_runs]
                 check_stored(prepare(choose_rate(steps.cfg, trials)[0]))
-    assert not missing, f"memarena experiment=reference would train {missing}: regenerate results/reference"
+    assert not missing, f"memarena experiment={experiment} would train {missing}: regenerate results/{experiment}"
 
 
-def test_each_seed_0_run_of_the_reference_is_its_winning_tuning_runs_model():
-    runs = [store.read_result(path.parent) for path in (REPO / "results" / "reference").glob(f"*/{store.RESULT_FILE}")]
+@pytest.mark.parametrize("experiment", COMMITTED_TASKS)
+def test_each_seed_0_run_of_the_reference_is_its_winning_tuning_runs_model(experiment):
+    runs = [store.read_result(path.parent) for path in (REPO / "results" / experiment).glob(f"*/{store.RESULT_FILE}")]
     tuned = [record for record in runs if "tuning" in record]
     assert tuned
     for record in tuned:
         reused = record["tuning"].get("weights_from")
         assert (reused is not None) == (record["seed"] == record["tuning"]["seed"]), record["run_id"]
         if reused:
-            winner = store.read_result(REPO / "results" / "reference" / reused)
+            winner = store.read_result(REPO / "results" / experiment / reused)
             assert winner["training"] == record["training"]
             assert [t["run_id"] for t in record["tuning"]["trials"] if t["lr"] == record["tuning"]["chosen_lr"]] == [reused]
 
 
-def test_every_window_of_the_reference_is_at_most_a_quarter_of_its_shortest_context():
+@pytest.mark.parametrize("experiment", COMMITTED_TASKS)
+def test_every_window_of_the_reference_is_a_small_share_of_its_shortest_context(experiment):
     """Memory matters for every mechanism: what one attends over exactly (its reach, or its block) is at
-    most a quarter of the shortest context it is trained or evaluated on."""
+    most a quarter (reference) or an eighth (reference_256) of the shortest context it is trained or
+    evaluated on."""
     windows = {}
-    for job in reference_jobs():
-        if "seed=0" in job and "task=passkey" in job:
+    for job in reference_jobs(experiment):
+        if "seed=0" in job and any(option.endswith("passkey") for option in job if option.startswith("task=")):
             config = compose_config(job)
             shortest = min([*config.eval.grid.context_len, config.train.min_context_len])
             mixer = prepare(config).model.blocks[0].mixer
             window = mixer.reach() if mixer.reach() is not None else getattr(mixer.config, "block", None)
             windows[mixer.name] = window
-            assert window is None or 4 * window <= shortest, (mixer.name, window, shortest)
+            assert window is None or WINDOW_SHARE[experiment] * window <= shortest, (mixer.name, window, shortest)
     assert {name for name, window in windows.items() if window is not None} == {
         "sliding_window", "transformer_xl", "compressive", "rmt", "infini_attention"}
     # and through the whole stack: passkey's key is further from every answer digit's prediction than

@@ -345,6 +345,12 @@ def test_a_row_evaluated_at_its_own_length_only_has_no_entry_at_the_others(tmp_p
     assert leaderboard.scores("passkey").to_dict() == {"full_attention (context_len=64)": 30 / 32,
                                                       "full_attention (context_len=128)": 20 / 32}
     assert sorted(leaderboard.seed_scores("passkey")["score"]) == [20 / 32, 30 / 32]
+    # each row's costs at its own longest length, not blank at the task's longest
+    costs = leaderboard.costs("passkey")
+    assert costs["cost_length"].to_dict() == {"full_attention (context_len=64)": 64, "full_attention (context_len=128)": 128}
+    assert costs["state_bytes"].notna().all()
+    table = display.cost_table(leaderboard, "passkey")
+    assert list(table["longest"]) == ["64", "128"] and table["state @its longest"].str.len().gt(0).all()
 
 
 def test_a_width_sweep_draws_accuracy_against_width_and_state_bytes_per_training_length(tmp_path):

@@ -99,9 +99,10 @@ def _formatted(settings: pd.DataFrame) -> pd.DataFrame:
 
 
 def cost_table(board: Leaderboard, task: str) -> pd.DataFrame:
-    """Per configuration: parameters and costs at the longest length, training speed and final loss."""
+    """Per configuration: parameters and costs at its longest length, training speed and final loss."""
     costs = board.costs(task)
-    longest = max(board.lengths(task), default=None)
+    lengths = costs.get("cost_length", pd.Series(dtype=float)).dropna().unique()
+    at = f"@{int(lengths[0])}" if len(lengths) == 1 else "@its longest"
     ranking = board.ranking(task)
     training = board.training(task)
     final_loss = training.groupby("row")["final_loss"].mean()
@@ -109,9 +110,11 @@ def cost_table(board: Leaderboard, task: str) -> pd.DataFrame:
     table = pd.DataFrame(index=ranking.index)
     table["configuration"] = board.row_settings(task)["label"]
     table["parameters"] = costs["parameters"].map(lambda n: f"{n / 1e3:.1f}k" if pd.notna(n) else "")
-    table[f"state @{longest}"] = costs.get("state_bytes", pd.Series(dtype=float)).map(bytes_text)
-    table[f"peak memory @{longest}"] = costs.get("peak_memory_bytes", pd.Series(dtype=float)).map(bytes_text)
-    table[f"decode ms/token @{longest}"] = [_latency_text(costs, row) for row in table.index]
+    if len(lengths) > 1:
+        table["longest"] = costs["cost_length"].map(lambda length: f"{length:.0f}" if pd.notna(length) else "")
+    table[f"state {at}"] = costs.get("state_bytes", pd.Series(dtype=float)).map(bytes_text)
+    table[f"peak memory {at}"] = costs.get("peak_memory_bytes", pd.Series(dtype=float)).map(bytes_text)
+    table[f"decode ms/token {at}"] = [_latency_text(costs, row) for row in table.index]
     table["prefill tokens/s"] = [_prefill_text(costs, row) for row in table.index]
     table["train tokens/s"] = costs["train_tokens_per_s"].map(rate_text)
     table["final loss"] = [f"{final_loss[row]:.3f}" if row in final_loss.index and pd.notna(final_loss[row]) else ""
@@ -491,16 +494,16 @@ def cost_notes(board: Leaderboard, task: str) -> list[str]:
               if warning else [])
     if _pretrained_records(board, task):
         return timing + [
-            "Costs per sequence at the longest length (median over its cells): state = the KV cache's bytes, the most "
-            "between forward passes, summed from its tensors; peak memory = tensor memory allocated while reading "
+            "Costs per sequence at the longest length each row was tested at (median over its cells): state = the "
+            "KV cache's bytes, the most between forward passes, summed from its tensors; peak memory = tensor memory allocated while reading "
             "and answering the cell's first prompt (weights excluded); decode = time per generated token after the "
             "first, median and 95th percentile; prefill = tokens/s reading the prompt, median (range) over the cell's "
             "examples. Times depend on the machine and its load: compare them between rows of one report. Nothing "
             "here is trained: parameters are the pretrained model's, and train tokens/s, final loss and training "
             "stay blank."]
     return timing + [
-        "Costs per sequence at the longest length (median over its cells and seeds): state = bytes of the "
-        "mechanism's state after reading the example; peak memory = tensor memory allocated while reading it "
+        "Costs per sequence at the longest length each row was tested at (median over its cells and seeds): state = "
+        "bytes of the mechanism's state after reading the example; peak memory = tensor memory allocated while reading it "
         "(weights excluded); decode = time per answer token after the prefill, median and 95th percentile; "
         "prefill = tokens/s reading the context, median (range) over repeated passes. Times depend on the machine "
         "and its load (this report's runs name their device in the provenance): compare them between rows of one "

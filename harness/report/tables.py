@@ -277,14 +277,18 @@ class Leaderboard:
 
     # ---- costs and training
     def costs(self, task: str) -> pd.DataFrame:
-        """Per row: parameters, and costs at the longest length (medians over seeds and cells)."""
+        """Per row: parameters, and costs at the row's own longest length, ``cost_length`` (medians over seeds
+        and cells): a row of an experiment that sweeps the training length with the evaluation (``zoology_mqar``)
+        is measured at its own length, not left blank at the others'."""
         table = self.primary(task)
         runs = self.task_runs(task)
         frame = pd.DataFrame(index=pd.Index(runs["row"].unique(), name="row"))
         frame["parameters"] = runs.groupby("row")["record"].agg(lambda rs: rs.iloc[0].get("parameters"))
-        if not table.empty:
-            longest = table[(table["context_len"] == table["context_len"].max()) & (table["status"] == "ok")]
+        ok = table[table["status"] == "ok"] if not table.empty else table
+        if not ok.empty:
+            longest = ok[ok["context_len"] == ok.groupby("row")["context_len"].transform("max")]
             grouped = longest.groupby("row")
+            frame["cost_length"] = grouped["context_len"].max()
             for column in ("state_bytes", "peak_memory_bytes", "decode_latency_p50_s", "decode_latency_p95_s",
                            "prefill_tokens_per_s", "prefill_tokens_per_s_min", "prefill_tokens_per_s_max"):
                 if column in longest.columns:

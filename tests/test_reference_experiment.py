@@ -36,14 +36,17 @@ def test_the_reference_sweeps_nine_mechanisms_on_two_tasks_three_seeds():
     assert len({next(o for o in job if o.startswith("mechanism=")).split("/")[-1] for job in jobs}) == 9
 
 
-def test_reference_256_sweeps_nine_mechanisms_on_two_tasks_three_seeds_beyond_its_training_length():
+def test_reference_256_sweeps_nine_mechanisms_on_three_tasks_three_seeds_beyond_its_training_length():
     jobs = reference_jobs("reference_256")
-    assert len(jobs) == 9 * 2 * 3
+    assert len(jobs) == 9 * 3 * 3
+    assert {option for job in jobs for option in job if option.startswith("task=")} == {
+        "task=far/passkey", "task=mqar", "task=ruler/niah_single_1"}
     config = compose_config(jobs[0])
-    assert (config.train.min_context_len, config.train.context_len) == (128, 256)
+    assert (config.train.min_context_len, config.train.context_len) == (64, 256)
     assert list(config.eval.grid.context_len) == [128, 256, 512, 1024]
     assert config.model.mlp_ratio == 0
     assert [run.config.train.lr for run in plan(config).tuning_runs] == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
+    assert config.tune.max_extensions == 2  # a winner at an end beating its neighbour beyond noise is followed
 
 
 @pytest.mark.parametrize("experiment", COMMITTED_TASKS)

@@ -38,6 +38,7 @@ def test_gpu_reference_runs_nine_mechanisms_on_two_tasks_beyond_their_training_l
     assert len(jobs) == 9 * 2 and len({option(job, "mechanism") for job in jobs}) == 9
     config = compose_config(jobs[0])
     assert config.precision == "bf16" and config.train.max_tokens == 8_000_000 and config.train.steps is None
+    assert config.model.mlp_ratio == 0
     assert max(config.eval.grid.context_len) == 4 * config.train.context_len
 
 

@@ -21,7 +21,7 @@ def normalise(text: str) -> str:
     return TIMESTAMP.sub("Generated <time>", text)
 
 
-@pytest.mark.parametrize("experiment", [REFERENCE, "zoology_mqar"])
+@pytest.mark.parametrize("experiment", [REFERENCE, "reference_256", "zoology_mqar"])
 def test_committed_reports_regenerate_from_the_committed_results(tmp_path, experiment):
     assert (REPO / "results" / experiment).is_dir(), f"the {experiment} results are not committed"
     write_report(REPO / "results", tmp_path, experiment)

@@ -1,6 +1,6 @@
 """The committed references: the store holds every run they plan, and memory matters for every mechanism
 in them. ``experiment=reference`` (32..64 tokens, windows of 8) and ``experiment=reference_256`` (trained on
-128..256 tokens, tested to 1024, windows of 16), which replaces it once every task is computed."""
+64..256 tokens, tested at 128..1024, windows of 16), which replaces it once every task is computed."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def reference_jobs(experiment: str = "reference") -> list[list[str]]:
 
 
 def committed_jobs(experiment: str) -> list[list[str]]:
-    return [job for job in reference_jobs(experiment) if any(f"task={task}" in job for task in COMMITTED_TASKS[experiment])]
+    return [job for job in reference_jobs(experiment)
+            if any(f"task={task}" in job for task in COMMITTED_TASKS[experiment])]
 
 
 def test_the_reference_sweeps_nine_mechanisms_on_two_tasks_three_seeds():

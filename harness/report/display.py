@@ -495,16 +495,16 @@ def cost_notes(board: Leaderboard, task: str) -> list[str]:
     if _pretrained_records(board, task):
         return timing + [
             "Costs per sequence at the longest length each row was tested at (median over its cells): state = the "
-            "KV cache's bytes, the most between forward passes, summed from its tensors; peak memory = tensor memory allocated while reading "
-            "and answering the cell's first prompt (weights excluded); decode = time per generated token after the "
+            "KV cache's bytes, the most between forward passes, summed from its tensors; peak memory = tensor memory "
+            "allocated while reading and answering the cell's first prompt (weights excluded); decode = time per generated token after the "
             "first, median and 95th percentile; prefill = tokens/s reading the prompt, median (range) over the cell's "
             "examples. Times depend on the machine and its load: compare them between rows of one report. Nothing "
             "here is trained: parameters are the pretrained model's, and train tokens/s, final loss and training "
             "stay blank."]
     return timing + [
         "Costs per sequence at the longest length each row was tested at (median over its cells and seeds): state = "
-        "bytes of the mechanism's state after reading the example; peak memory = tensor memory allocated while reading it "
-        "(weights excluded); decode = time per answer token after the prefill, median and 95th percentile; "
+        "bytes of the mechanism's state after reading the example; peak memory = tensor memory allocated while "
+        "reading it (weights excluded); decode = time per answer token after the prefill, median and 95th percentile; "
         "prefill = tokens/s reading the context, median (range) over repeated passes. Times depend on the machine "
         "and its load (this report's runs name their device in the provenance): compare them between rows of one "
         "report, not with other machines, and distrust small differences at short lengths, where fixed overheads "

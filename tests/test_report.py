@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from harness.report import build_leaderboard, write_report
-from harness.report import display
+from harness.report import display, html
 from harness.report.markdown import leaderboard_markdown
 from harness.store.records import OUTCOMES_FILE, write_run
 
@@ -351,6 +351,8 @@ def test_a_row_evaluated_at_its_own_length_only_has_no_entry_at_the_others(tmp_p
     assert costs["state_bytes"].notna().all()
     table = display.cost_table(leaderboard, "passkey")
     assert list(table["longest"]) == ["64", "128"] and table["state @its longest"].str.len().gt(0).all()
+    # a figure at 128 tokens draws only the costs measured there
+    assert list(html._costs_at(leaderboard, "passkey", 128).index) == ["full_attention (context_len=128)"]
 
 
 def test_a_width_sweep_draws_accuracy_against_width_and_state_bytes_per_training_length(tmp_path):

@@ -143,7 +143,7 @@ def _task(page: Page, board: Leaderboard, task: str) -> None:
                 figures.by_length_figure(lengths, metric, chance, bounded, styles))
     longest = max(board.lengths(task))
     points = _points_at(board, task, longest)
-    costs = board.costs(task)
+    costs = _costs_at(board, task, longest)
     if "state_bytes" in costs.columns:
         page.figure(f"{metric} @{longest} against state bytes per sequence",
                     figures.cost_figure(points.assign(cost=costs["state_bytes"], cost_low=costs["state_bytes"],
@@ -214,6 +214,13 @@ def _task(page: Page, board: Leaderboard, task: str) -> None:
         page.text(f"<h3>{html.escape(task)}: head to head</h3>")
         page.notes(display.test_notes(board, task))
         page.table(tests)
+
+
+def _costs_at(board: Leaderboard, task: str, length: int) -> pd.DataFrame:
+    """The costs of the rows measured at ``length`` (``Leaderboard.costs`` measures each row at its own longest
+    length): a row whose cell failed there, or that ends shorter, has no cost to draw against its score there."""
+    costs = board.costs(task)
+    return costs[costs["cost_length"] == length] if "cost_length" in costs.columns else costs
 
 
 def _points_at(board: Leaderboard, task: str, length: int) -> pd.DataFrame:

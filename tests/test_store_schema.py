@@ -11,7 +11,7 @@ from conftest import REPO, compose_config, run_cli
 from harness.store import records as store
 from harness.engine.plan import prepare
 
-REFERENCE = REPO / "results" / "reference"
+REFERENCE = REPO / "results" / "reference_256"
 
 
 def a_reference_record() -> dict:
@@ -97,7 +97,7 @@ def test_duplicates_of_one_configuration_and_seed_are_not_pooled(tmp_path):
     config = (REFERENCE / RECORD["run_id"] / store.CONFIG_FILE).read_text()
     # the same training stored twice (an older run_id, another evaluation grid), and another seed
     for run_id, record, text in [("0000000000000001", older, config),
-                                 ("0000000000000002", newer, config.replace("examples_per_cell: 32", "examples_per_cell: 8")),
+                                 ("0000000000000002", newer, config.replace("examples_per_cell: 64", "examples_per_cell: 8")),
                                  ("0000000000000003", changed(newer, ("seed",), 1), config.replace("\nseed: 0", "\nseed: 1"))]:
         store_as(tmp_path, {**record, "run_id": run_id}, run_id).joinpath(store.CONFIG_FILE).write_text(text)
     with pytest.warns(UserWarning, match=r"0000000000000001: the same configuration and seed as .*0000000000000002"):

@@ -30,7 +30,7 @@ run (``lr_grid``), each extension with the comparison that asked for it, and the
 comparison (whether the chosen rate still sits at an end beyond noise when the bound stopped the
 extensions).
 
-Hydra's sweeper launches the (configuration, seed) jobs, e.g. ``experiment=reference``; the choice
+Hydra's sweeper launches the (configuration, seed) jobs, e.g. ``experiment=reference_256``; the choice
 inside a job needs the results of the other rates, which independent sweep jobs cannot see.
 """
 

@@ -8,7 +8,7 @@ The estimand is the configuration's expected score over seeds and examples,
 E[expit(logit(p) + a + b)], computed by Gauss-Hermite quadrature.
 
 With example_sd = 1.5 the per-example outcomes of two seeds correlate 0.1-0.3 (0.16-0.51 in the
-committed reference experiment, whose example effects also differ by mechanism).
+first reference experiment, whose example effects also differ by mechanism).
 """
 
 from __future__ import annotations

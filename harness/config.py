@@ -128,6 +128,11 @@ class TrainConfig:
     patience: int = 5
     #: the least rise of the validation score (the headline metric, in its units) that counts as an improvement
     min_delta: float = 0.0
+    #: the least fall of the training loss (its mean over the steps since the previous check) below its lowest
+    #: at a check so far, as a share of its fall from the first check to that lowest, that also restarts the
+    #: patience: a model still learning is not stopped while an all-or-nothing score sits at 0
+    #: (docs/findings/reference-256.md); null: the score alone
+    loss_min_fall: Optional[float] = None
     #: validation examples per cell of each check (the eval grid's cells within the training lengths)
     eval_examples: int = 64
     #: seed of those examples, drawn from the validation split (never the test set); a run scored on
@@ -247,7 +252,7 @@ NEUTRAL_VALUES = {("eval", "split"): "test", ("tune", "lr_grid"): [], ("tune", "
                   ("task", "training_pairs"): "uniform", ("task", "tokens_to_generate"): 0,
                   ("mechanism", "backend"): "auto",
                   ("train", "max_tokens"): None, ("train", "eval_every"): None, ("train", "patience"): 5,
-                  ("train", "min_delta"): 0.0, ("train", "eval_examples"): 64, ("train", "eval_seed"): 1,
+                  ("train", "min_delta"): 0.0, ("train", "loss_min_fall"): None, ("train", "eval_examples"): 64, ("train", "eval_seed"): 1,
                   ("tune", "lr_range"): {"low": None, "high": None, "points": 5}, ("tune", "max_extensions"): 0}
 
 

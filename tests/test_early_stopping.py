@@ -14,6 +14,7 @@ from harness.config import CheckpointConfig, EvalConfig, TrainConfig
 from harness.engine.checkpoint import Checkpoints
 from harness.engine.checks import ConfigError
 from harness.engine.early_stopping import Plateau
+from harness.engine.plan import prepare
 from harness.engine.run import run
 from harness.engine.train import train
 from harness.engine.training_stream import step_lengths
@@ -53,6 +54,23 @@ def test_the_plateau_rule_counts_checks_without_an_improvement_beyond_min_delta(
     assert (plateau.best_step, plateau.best_score) == (3, 0.4)
 
 
+def test_with_loss_min_fall_a_falling_training_loss_restarts_the_patience_and_the_best_score_keeps_its_weights():
+    """An all-or-nothing score sits at 0 while the loss falls: no plateau until the loss levels off too."""
+    plateau = Plateau(patience=2, min_delta=0.01, loss_min_fall=0.05)
+    improved = [plateau.update(step, 0.0, loss) for step, loss in enumerate([2.3, 2.2, 2.1, 2.0, 1.9], start=1)]
+    assert improved == [True, False, False, False, False] and not plateau.reached
+    # a fall of 0.01 is not 5% of the 0.4 fallen so far (0.02)
+    assert not plateau.update(6, 0.0, 1.89) and not plateau.reached
+    assert not plateau.update(7, 0.0, 1.885) and plateau.reached
+    assert (plateau.best_step, plateau.best_score, plateau.lowest_loss) == (1, 0.0, 1.885)
+    assert [check["loss"] for check in plateau.curve] == [2.3, 2.2, 2.1, 2.0, 1.9, 1.89, 1.885]
+    scores_alone = Plateau(patience=2, min_delta=0.01)
+    assert [scores_alone.update(step, 0.0) for step in (1, 2, 3)] == [True, False, False] and scores_alone.reached
+    assert "loss" not in scores_alone.curve[0]
+    with pytest.raises(ValueError, match="needs its training loss"):
+        Plateau(patience=2, min_delta=0.0, loss_min_fall=0.01).update(1, 0.0)
+
+
 def test_a_run_whose_validation_score_plateaus_stops_early_and_keeps_its_best_weights(tmp_path):
     """A tiny model cannot raise its validation exact match by 0.5 in a few steps: the first check stays the best,
     two more checks without an improvement stop training, and the weights of the first check are evaluated."""
@@ -80,6 +98,26 @@ def test_a_run_whose_validation_score_plateaus_stops_early_and_keeps_its_best_we
     assert sorted(stopped) == ["", "plateau at step 6 (weights of step 2)"]  # the report says why, per row
 
 
+def test_a_run_whose_training_loss_still_falls_is_not_stopped_by_a_plateau_of_its_score(tmp_path):
+    """A run that a plateau of its score stops at step 6 goes on with train.loss_min_fall while its loss falls,
+    and stops once the loss levels off too; the record names the rule and each check's loss, and the key at null
+    leaves the run_id alone."""
+    overrides = [*tiny_overrides(tmp_path), "train.steps=40", "seed=1", "train.eval_every=2", "train.patience=2",
+                 "train.min_delta=0.5", "train.eval_examples=3", "train.warmup_steps=1", "train.lr=0.01"]
+    assert run(compose_config(overrides))["training"]["steps"] == 6
+    record = run(compose_config([*overrides, "train.loss_min_fall=0.01"]))
+    training = record["training"]
+    assert training["stop_reason"] == "plateau" and 6 < training["steps"] < 40
+    assert training["early_stopping"]["loss_min_fall"] == 0.01
+    losses = [check["loss"] for check in training["validation_curve"]]
+    assert losses[1] < losses[0]  # the fall that kept it going past the score's plateau
+    lowest = min(losses[:-2])  # and the last two checks, without a fall of 1% of the fall so far, stopped it
+    assert min(losses[-2:]) >= lowest - 0.01 * (losses[0] - lowest)
+    assert training["early_stopping"]["best_step"] == 2  # the weights are still the best score's
+    assert prepare(compose_config([*overrides, "train.loss_min_fall=null"])).run_id == \
+        prepare(compose_config(overrides)).run_id != record["run_id"]
+
+
 def test_early_stopping_reads_validation_examples_never_test_ones(tmp_path):
     task = harness.build_task("passkey")
     config = TrainConfig(context_len=64, eval_every=1, eval_examples=8, eval_seed=0)
@@ -94,6 +132,10 @@ def test_early_stopping_reads_validation_examples_never_test_ones(tmp_path):
         run(compose_config([*tiny_overrides(tmp_path), "train.eval_every=1", "eval.grid.context_len=[64]"]))
     with pytest.raises(ConfigError, match="train.patience: set for early stopping, which is off"):
         run(compose_config([*tiny_overrides(tmp_path), "train.patience=3"]))
+    with pytest.raises(ConfigError, match="train.loss_min_fall: set for early stopping, which is off"):
+        run(compose_config([*tiny_overrides(tmp_path), "train.loss_min_fall=0.01"]))
+    with pytest.raises(ConfigError, match=r"train.loss_min_fall=1.5: must be a finite number in \[0, 1\)"):
+        run(compose_config([*tiny_overrides(tmp_path), "train.eval_every=1", "train.loss_min_fall=1.5"]))
     with pytest.raises(ConfigError, match="train.max_tokens=10: must be at least one step"):
         run(compose_config([*tiny_overrides(tmp_path), "train.max_tokens=10"]))
     with pytest.raises(ConfigError, match="set train.max_tokens too"):

@@ -27,7 +27,7 @@ from harness.taskkit.task import EVAL_SPLITS, SCORINGS
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 #: the early-stopping keys besides train.eval_every, at their defaults (which mean nothing while it is off)
 EARLY_STOPPING_DEFAULTS = {key: TrainConfig.__dataclass_fields__[key].default
-                           for key in ("patience", "min_delta", "eval_examples", "eval_seed")}
+                           for key in ("patience", "min_delta", "loss_min_fall", "eval_examples", "eval_seed")}
 #: numbers a training step keeps per token for the backward pass, per layer, as a multiple of
 #: d_model: the block input, its two norms, q/k/v, the attention output and the MLP's hidden
 #: layer before and after the activation (6 + 2 x mlp_ratio); attention scores are left out,
@@ -105,6 +105,9 @@ def check_training_length(train: TrainConfig) -> None:
     if train.eval_seed < 0:
         raise ConfigError(f"train.eval_seed={train.eval_seed}: must be an integer >= 0")
     _check_number("train.min_delta", train.min_delta, ">= 0", train.min_delta >= 0)
+    if train.loss_min_fall is not None:
+        _check_number("train.loss_min_fall", train.loss_min_fall, "in [0, 1) (a share of the fall so far)",
+                      0 <= train.loss_min_fall < 1)
 
 
 def check_tuning_grid(tune: TuneConfig) -> None:

@@ -12,7 +12,12 @@ one half of its validation split and tunes on the other.
 
 The score is the task's headline metric averaged over those examples, its sign turned so that higher
 is better. A check improves when it beats the best so far by more than ``train.min_delta``; after
-``train.patience`` checks in a row without an improvement, training stops ("plateau"). Whatever
+``train.patience`` checks in a row without an improvement, training stops ("plateau"). With
+``train.loss_min_fall`` set, a check whose training loss (the mean since the previous check) is lower than
+the lowest at a check so far by more than that share of the loss's fall so far (from the first check to that
+lowest: scale-free, as the report's "still falling" flag) also restarts the patience, though its weights are
+not the best: an all-or-nothing score (RULER's string_match_all over 7 digits) sits at 0 while a model learns
+the answer digit by digit, and its plateau is then not a plateau of learning. Whatever
 ends training (plateau, token budget, steps), the weights of the best check are restored, so the
 weights evaluated and stored are those of step ``best_step`` in the record's ``early_stopping``.
 
@@ -52,25 +57,42 @@ class Validation(Protocol):
 
 @dataclass
 class Plateau:
-    """The stopping rule: ``patience`` checks in a row without beating the best score by more than ``min_delta``."""
+    """The stopping rule: ``patience`` checks in a row without beating the best score by more than ``min_delta``
+    (nor, with ``loss_min_fall``, the lowest training loss by more than that share of its fall so far)."""
 
     patience: int
     min_delta: float
+    loss_min_fall: float | None = None
     best_score: float = -math.inf
     #: steps done at the best check (0: none yet)
     best_step: int = 0
-    #: checks since the best one
+    #: checks since the best one, or since the last that lowered the loss by more than loss_min_fall
     since_best: int = 0
-    #: every check: {"step": steps done, "score": validation score (higher is better)}
+    #: the training loss at the first check and the lowest at a check so far (with loss_min_fall)
+    first_loss: float | None = None
+    lowest_loss: float = math.inf
+    #: every check: {"step": steps done, "score": validation score (higher is better)}, and its "loss" with
+    #: loss_min_fall
     curve: list[dict[str, float]] = field(default_factory=list)
 
-    def update(self, step: int, score: float) -> bool:
-        """Record the check after ``step`` steps; True if it improved on the best (its weights are the new best)."""
-        self.curve.append({"step": step, "score": score})
+    def update(self, step: int, score: float, loss: float | None = None) -> bool:
+        """Record the check after ``step`` steps (``loss``: the training loss since the previous check, read with
+        loss_min_fall); True if its score improved on the best (its weights are the new best)."""
+        reads_loss = self.loss_min_fall is not None
+        if reads_loss and loss is None:
+            raise ValueError("Plateau.update: loss_min_fall is set, so each check needs its training loss")
+        self.curve.append({"step": step, "score": score, **({"loss": loss} if reads_loss else {})})
+        learning = False
+        if reads_loss:
+            if self.first_loss is None:
+                self.first_loss = loss
+            fall_so_far = self.first_loss - self.lowest_loss if self.lowest_loss < math.inf else 0.0
+            learning = loss < self.lowest_loss - self.loss_min_fall * fall_so_far
+            self.lowest_loss = min(self.lowest_loss, loss)
         if score > self.best_score + self.min_delta:
             self.best_score, self.best_step, self.since_best = score, step, 0
             return True
-        self.since_best += 1
+        self.since_best = 0 if learning else self.since_best + 1
         return False
 
     @property

@@ -86,7 +86,7 @@ def train(
     losses = torch.zeros(total, device=device)
     totals = torch.zeros(total, device=device)
     first, tokens, elapsed, curve, resumed = 0, 0, 0.0, [], []
-    plateau = Plateau(config.patience, config.min_delta) if validation is not None else None
+    plateau = Plateau(config.patience, config.min_delta, config.loss_min_fall) if validation is not None else None
     best_weights, checking = None, 0.0  # checking: seconds spent scoring the early-stopping checks
     stored = checkpoints.load() if checkpoints else None
     if stored is not None:
@@ -128,7 +128,9 @@ def train(
             check_start = time.perf_counter()
             score = validation.score(model)
             checking += time.perf_counter() - check_start
-            if plateau.update(done, score):
+            previous = plateau.curve[-1]["step"] if plateau.curve else 0
+            loss_since = float(losses[previous:done].double().mean()) if config.loss_min_fall is not None else None
+            if plateau.update(done, score, loss_since):
                 best_weights = {key: value.detach().clone() for key, value in model.state_dict().items()}
             stopping = plateau.reached
         if done % CHECK_EVERY == 0 or done == total or stopping:
@@ -157,7 +159,10 @@ def train(
     if plateau is not None:
         model.load_state_dict(best_weights)
         summary.early_stopping = {**validation.description(), "every": config.eval_every, "patience": config.patience,
-                                  "min_delta": config.min_delta, "best_step": plateau.best_step,
+                                  "min_delta": config.min_delta,
+                                  **({"loss_min_fall": config.loss_min_fall} if config.loss_min_fall is not None
+                                     else {}),
+                                  "best_step": plateau.best_step,
                                   "best_score": plateau.best_score, "weights": "best check (restored)"}
         summary.validation_curve = plateau.curve
     return summary

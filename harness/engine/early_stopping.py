@@ -68,12 +68,14 @@ class Plateau:
     best_step: int = 0
     #: checks since the best one, or since the last that lowered the loss by more than loss_min_fall
     since_best: int = 0
-    #: the training loss at the first check and the lowest at a check so far (with loss_min_fall)
-    first_loss: float | None = None
-    lowest_loss: float = math.inf
     #: every check: {"step": steps done, "score": validation score (higher is better)}, and its "loss" with
     #: loss_min_fall
     curve: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def lowest_loss(self) -> float:
+        """The lowest training loss at a check so far (with loss_min_fall; inf before the first check)."""
+        return min((check["loss"] for check in self.curve), default=math.inf)
 
     def update(self, step: int, score: float, loss: float | None = None) -> bool:
         """Record the check after ``step`` steps (``loss``: the training loss since the previous check, read with
@@ -81,14 +83,11 @@ class Plateau:
         reads_loss = self.loss_min_fall is not None
         if reads_loss and loss is None:
             raise ValueError("Plateau.update: loss_min_fall is set, so each check needs its training loss")
+        learning = reads_loss
+        if reads_loss and self.curve:  # below the lowest by more than loss_min_fall of the fall from the first check
+            lowest = self.lowest_loss
+            learning = loss < lowest - self.loss_min_fall * (self.curve[0]["loss"] - lowest)
         self.curve.append({"step": step, "score": score, **({"loss": loss} if reads_loss else {})})
-        learning = False
-        if reads_loss:
-            if self.first_loss is None:
-                self.first_loss = loss
-            fall_so_far = self.first_loss - self.lowest_loss if self.lowest_loss < math.inf else 0.0
-            learning = loss < self.lowest_loss - self.loss_min_fall * fall_so_far
-            self.lowest_loss = min(self.lowest_loss, loss)
         if score > self.best_score + self.min_delta:
             self.best_score, self.best_step, self.since_best = score, step, 0
             return True
